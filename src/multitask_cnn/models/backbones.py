@@ -1,0 +1,126 @@
+"""Backbones: networks made of an ordered sequence of named stages.
+
+A stage is any ``nn.Module``; stages run in order and the last one returns a flat
+feature vector of ``out_features``. :class:`~multitask_cnn.models.MultiTaskModel`
+shares the first ``k`` stages between tasks and copies the rest per task, and weight
+transfer maps parameters by stage name, so stage names are part of the contract.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["BACKBONES", "Backbone", "get_backbone", "register_backbone"]
+
+
+class Backbone(nn.Module):
+    """An ordered set of named stages with a known output width."""
+
+    def __init__(self, stages: OrderedDict[str, nn.Module], out_features: int) -> None:
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+        self.out_features = out_features
+
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self.stages.keys())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages.values():
+            x = stage(x)
+        return x
+
+
+BackboneFactory = Callable[..., Backbone]
+BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Register a backbone factory under ``name``; duplicates are refused."""
+
+    def decorator(factory: BackboneFactory) -> BackboneFactory:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def get_backbone(name: str, **kwargs) -> Backbone:
+    """Build the backbone registered as ``name`` with keyword arguments ``kwargs``."""
+    try:
+        factory = BACKBONES[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}") from None
+    try:
+        return factory(**kwargs)
+    except TypeError as error:
+        raise TypeError(f"model.backbone_args for {name!r}: {error}") from None
+
+
+def _conv_stage(conv: nn.Conv2d, norm: nn.Module | None, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [conv]
+    if norm is not None:
+        layers.append(norm)
+    layers.append(nn.ReLU(inplace=True))
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+@register_backbone("lenet")
+def lenet(*, in_channels: int = 1, input_size: int = 36, hidden: int = 50) -> Backbone:
+    """The Pareto-MTL LeNet (Lin et al. 2019): two conv stages and one FC stage.
+
+    conv 1→10 k9, ReLU, maxpool 2 → conv 10→20 k5, ReLU, maxpool 2 → FC 500→50, ReLU
+    (500 = 20·5·5 for the 36×36 MultiFashion input).
+    """
+    side = ((input_size - 8) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"lenet needs input_size >= 18, got {input_size}")
+    flat = 20 * side * side
+    stages = OrderedDict(
+        conv1=_conv_stage(nn.Conv2d(in_channels, 10, kernel_size=9), None, pool=True),
+        conv2=_conv_stage(nn.Conv2d(10, 20, kernel_size=5), None, pool=True),
+        fc=nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True)),
+    )
+    return Backbone(stages, out_features=hidden)
+
+
+@register_backbone("convnet")
+def convnet(
+    *,
+    in_channels: int = 1,
+    input_size: int = 36,
+    widths: tuple[int, int, int] = (16, 32, 64),
+    hidden: int = 128,
+    dropout: float = 0.3,
+    norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+) -> Backbone:
+    """A deeper conv net: three conv-BN-ReLU-maxpool stages, then FC with dropout."""
+    c1, c2, c3 = widths
+    side = input_size // 8
+    if side < 1:
+        raise ValueError(f"convnet needs input_size >= 8, got {input_size}")
+
+    def conv(cin: int, cout: int) -> nn.Conv2d:
+        return nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
+
+    stages = OrderedDict(
+        block1=_conv_stage(conv(in_channels, c1), norm_layer(c1), pool=True),
+        block2=_conv_stage(conv(c1, c2), norm_layer(c2), pool=True),
+        block3=_conv_stage(conv(c2, c3), norm_layer(c3), pool=True),
+        fc=nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c3 * side * side, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        ),
+    )
+    return Backbone(stages, out_features=hidden)

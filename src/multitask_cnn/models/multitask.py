@@ -1,0 +1,93 @@
+"""The multi-task model: shared backbone stages, per-task remaining stages and heads."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from multitask_cnn.config import ModelConfig, TaskSpec
+
+from .backbones import Backbone, get_backbone
+
+__all__ = ["MultiTaskModel", "build_head", "build_model", "count_parameters"]
+
+
+def build_head(in_features: int, spec: TaskSpec) -> nn.Sequential:
+    """A small head: optional hidden FC layers, then one linear output layer."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in spec.head_hidden:
+        layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    layers.append(nn.Linear(width, spec.out_features))
+    return nn.Sequential(*layers)
+
+
+class MultiTaskModel(nn.Module):
+    """Hard parameter sharing over a :class:`Backbone`.
+
+    Stages ``< shared_stages`` run once on the whole batch; the remaining stages are
+    deep-copied per task (each task gets its own weights), followed by the task head.
+    ``forward(x)`` returns ``{task: output}``; outputs are logits ``(B, classes)`` for
+    multiclass tasks and ``(B,)`` for binary / regression tasks.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: Mapping[str, nn.Module],
+        shared_stages: int | None = None,
+    ) -> None:
+        super().__init__()
+        names = backbone.stage_names
+        k = len(names) if shared_stages is None else shared_stages
+        if not 0 <= k <= len(names):
+            raise ValueError(
+                f"model.shared_stages={shared_stages} but the backbone has "
+                f"{len(names)} stages {names}"
+            )
+        self.shared_stages = k
+        self.shared = nn.ModuleDict({n: backbone.stages[n] for n in names[:k]})
+        self.task_stages = nn.ModuleDict(
+            {
+                task: nn.ModuleDict(
+                    {n: copy.deepcopy(backbone.stages[n]) for n in names[k:]}
+                )
+                for task in heads
+            }
+        )
+        self.heads = nn.ModuleDict(dict(heads))
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads.keys())
+
+    def shared_features(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.shared.values():  # (B, C, H, W) -> ... -> shared features
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        shared = self.shared_features(x)
+        outputs = {}
+        for task, head in self.heads.items():
+            features = shared
+            for stage in self.task_stages[task].values():
+                features = stage(features)
+            out = head(features)  # (B, out_features)
+            outputs[task] = out.squeeze(1) if out.shape[1] == 1 else out
+        return outputs
+
+
+def build_model(model_params: ModelConfig, tasks: Mapping[str, TaskSpec]) -> MultiTaskModel:
+    """Build the multi-task model described by the ``model`` and ``tasks`` parameters."""
+    backbone = get_backbone(model_params.backbone, **model_params.backbone_args)
+    heads = {name: build_head(backbone.out_features, spec) for name, spec in tasks.items()}
+    return MultiTaskModel(backbone, heads, shared_stages=model_params.shared_stages)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

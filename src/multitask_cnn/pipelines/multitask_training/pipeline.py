@@ -1,0 +1,19 @@
+"""Wiring of the ``multitask_training`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import train_multitask_model
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                train_multitask_model,
+                inputs=["model_input_train", "model_input_val", "params:tasks",
+                        "params:model", "params:training"],
+                outputs=["multitask_checkpoint", "training_history", "training_metrics"],
+                name="train_multitask_model",
+            ),
+        ]  # fmt: skip
+    )

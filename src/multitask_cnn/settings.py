@@ -1,0 +1,38 @@
+"""Project settings (see https://docs.kedro.org/en/stable/configure/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from kedro.utils import find_kedro_project
+
+from multitask_cnn.hooks import ValidateParametersHook
+
+
+def project_root() -> Path:
+    """The Kedro project that contains the current directory, else this checkout."""
+    found = find_kedro_project(Path.cwd())
+    return Path(found) if found else Path(__file__).resolve().parents[2]
+
+
+def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite file at the project root.
+
+    Anchoring to the root keeps one store whatever the current directory is
+    (``notebooks/``, cron); a relative ``sqlite:///`` URI would not.
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / filename}"
+
+
+HOOKS = (ValidateParametersHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # conf/<env>/mlflow.yml and parameters override single keys, not whole groups.
+    "merge_strategy": {"mlflow": "soft", "parameters": "soft"},
+    "custom_resolvers": {"mlflow_tracking_uri": mlflow_tracking_uri},
+}
