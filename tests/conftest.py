@@ -1,0 +1,93 @@
+"""Shared fixtures: small slices of the real Fashion-MNIST, a throw-away project copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"  # before anything imports kedro
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # each test picks its own store
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from multitask_cnn.data.fashion_mnist import (  # noqa: E402
+    DEBIAN_DIR,
+    FashionMNIST,
+    find_fashion_mnist,
+    read_fashion_mnist,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The folder holding the real Fashion-MNIST files (no download in tests)."""
+    return find_fashion_mnist([PROJECT_ROOT / "data/01_raw/fashion_mnist", DEBIAN_DIR])
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist(fashion_mnist_dir: Path) -> FashionMNIST:
+    return read_fashion_mnist(fashion_mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_small(fashion_mnist: FashionMNIST) -> FashionMNIST:
+    """First 2000 train and 500 test images of the real data."""
+    return FashionMNIST(
+        fashion_mnist.train_images[:2000], fashion_mnist.train_labels[:2000],
+        fashion_mnist.test_images[:500], fashion_mnist.test_labels[:500],
+        source=fashion_mnist.source,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def data_prep_params() -> dict:
+    return {"n_train": 1200, "n_test": 400, "val_fraction": 0.25, "seed": 3}
+
+
+@pytest.fixture
+def tasks_params() -> dict:
+    return {
+        "left": {"kind": "multiclass", "num_classes": 10},
+        "right": {"kind": "multiclass", "num_classes": 10},
+    }
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in ``tmp_path`` (data and MLflow store
+    land there too), with the current directory set to it."""
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf",
+                    ignore=shutil.ignore_patterns("local"))  # fmt: skip
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "src").mkdir()  # bootstrap_project needs it; the package is installed
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def assert_close(actual: float, expected: float, tol: float = 1e-6) -> None:
+    assert abs(actual - expected) <= tol, f"{actual} != {expected} (tol {tol})"
+
+
+__all__ = ["PROJECT_ROOT", "assert_close", "np"]
+
+
+@pytest.fixture(scope="session")
+def model_inputs(fashion_mnist_small):
+    """Real MultiFashion model inputs (900 train / 300 val / 400 test)."""
+    from multitask_cnn.pipelines.data_prep.nodes import (
+        build_model_input,
+        compose_splits,
+        compute_normalisation,
+    )
+
+    splits = compose_splits(fashion_mnist_small, {"n_train": 1200, "n_test": 400,
+                                                  "val_fraction": 0.25, "seed": 3})  # fmt: skip
+    return build_model_input(splits, compute_normalisation(splits))

@@ -1,0 +1,41 @@
+import pytest
+
+from multitask_cnn.config import ConfigError, TrainingConfig, parse, validate_parameters
+
+TASKS = {"left": {"kind": "multiclass", "num_classes": 10}}
+
+
+def test_defaults_are_valid():
+    params = validate_parameters({"tasks": TASKS})
+    assert params.training.device == "auto" and params.model.backbone == "lenet"
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"tasks": {"left": {"kind": "ordinal"}}},
+         "parameter 'tasks.left.kind' (conf/base/parameters.yml or --params): Input should be"),
+        ({"tasks": TASKS, "training": {"epochs": "abc"}},
+         "parameter 'training.epochs' (conf/base/parameters_multitask_training.yml or --params): "
+         "Input should be a valid integer"),
+        ({"tasks": TASKS, "training": {"epochs": 3, "lr": -1}}, "parameter 'training.lr'"),
+        ({"tasks": TASKS, "training": {"epoch": 3}},
+         "parameter 'training.epoch' (conf/base/parameters_multitask_training.yml or --params): unknown key"),
+        ({"tasks": TASKS, "training": {"device": "gpu"}}, "'gpu' is not a device"),
+        ({"tasks": TASKS, "training": {"weighting": "magic"}}, "unknown weighting 'magic'"),
+        ({"tasks": TASKS, "model": {"backbone": "vgg"}}, "unknown backbone 'vgg'"),
+        ({"tasks": {"middle": {"kind": "multiclass", "num_classes": 10}}},
+         "source 'multifashion' has no label 'middle'"),
+        ({"tasks": {"left": {"kind": "multiclass"}}}, "needs num_classes >= 2"),
+        ({"tasks": {}}, "at least one task"),
+    ],
+)  # fmt: skip
+def test_bad_parameters_name_the_key_and_file(params, expected):
+    with pytest.raises(ConfigError) as error:
+        validate_parameters(params)
+    assert expected in str(error.value)
+
+
+def test_wrong_type_shows_the_value_given():
+    with pytest.raises(ConfigError, match=r"\(got 'abc'\)"):
+        parse(TrainingConfig, {"batch_size": "abc"}, "training")

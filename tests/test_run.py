@@ -1,0 +1,124 @@
+"""Whole-project runs through a Kedro session (and the CLI) into a temporary store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
+
+from multitask_cnn.config import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def _run(project: Path, **runtime_params) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="smoke",
+                             runtime_params=runtime_params or None) as session:  # fmt: skip
+        session.run()
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
+    _run(project_copy)
+
+    client = _client(project_copy)
+    experiment = client.get_experiment_by_name("multitask-cnn-smoke")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+
+    params = run.data.params  # every consumed parameter, flattened
+    assert params["training.lr"] == "0.001"
+    assert params["training.epochs"] == "2"  # the smoke override
+    assert params["training.early_stopping.patience"] == "3"
+    assert params["tasks.left.kind"] == "multiclass"
+    assert params["data_prep.n_train"] == "3000"
+    assert params["model.backbone"] == "lenet"
+    assert params["evaluation.device"] == "auto"
+
+    # live per-epoch curves
+    for key in ("train.loss", "val.left.accuracy", "val.right.accuracy", "weight.left"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+
+    # final per-task metrics agree with the metrics JSON on disk
+    reported = json.loads((project_copy / "data/smoke/08_reporting/metrics.json").read_text())
+    for task in ("left", "right"):
+        for metric in ("accuracy", "f1_macro"):
+            value = run.data.metrics[f"test.{task}.{metric}"]
+            assert 0.0 <= value <= 1.0
+            assert value == pytest.approx(reported["test"][task][metric])
+        assert reported["test"][task]["n"] == 1000
+    assert run.data.metrics["train.best_epoch"] in (1, 2)
+    assert run.data.metrics["model.parameters"] == 30890 + 2 * 510  # LeNet + two 50→10 heads
+
+    assert _artifacts(client, run.info.run_id) == {
+        "model/multitask_checkpoint.pt",
+        "plots/confusion_matrices/confusion_matrix_left.png",
+        "plots/confusion_matrices/confusion_matrix_right.png",
+        "reports/metrics.json",
+        "reports/training_history.csv",
+        "reports/data_report.csv",
+    }
+    history = pd.read_csv(project_copy / "data/smoke/08_reporting/training_history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    png = project_copy / "data/smoke/08_reporting/confusion_matrices/confusion_matrix_left.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_parameter_stops_before_any_work(project_copy):
+    with pytest.raises(ConfigError, match=r"parameter 'training.epochs' .*valid integer"):
+        _run(project_copy, training={"epochs": "abc"})
+    assert not (project_copy / "data/smoke").exists()  # no node ran
+    assert not (project_copy / "mlflow.db").exists() or not _client(project_copy).search_experiments(
+        filter_string="name = 'multitask-cnn-smoke'"
+    )
+
+
+def test_missing_data_folder_stops_before_training(project_copy):
+    (project_copy / "conf/smoke/catalog.yml").write_text(
+        "fashion_mnist:\n"
+        "  type: multitask_cnn.datasets.FashionMNISTDataset\n"
+        "  path: data/01_raw/nowhere\n"
+        "  fallback_paths: []\n"
+    )
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env="smoke") as session:
+        with pytest.raises(Exception, match=r"Fashion-MNIST not found(.|\n)*nowhere \(missing\)"):
+            session.run()
+    assert not (project_copy / "data/smoke/05_model_input").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("tasks.left.kind=ordinal", "parameter 'tasks.left.kind'"),
+        ("training.batch_size=big", "parameter 'training.batch_size'"),
+    ],
+)
+def test_cli_rejects_bad_parameters_with_a_clear_message(project_copy, override, expected):
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--params", override],
+        cwd=project_copy, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (project_copy / "data/smoke").exists()
