@@ -1,3 +1,6 @@
+import io
+import sys
+
 import torch
 
 from multitask_cnn.config import ModelConfig, parse_tasks
@@ -60,3 +63,18 @@ def test_same_seed_same_weights(model_inputs):
     for key in a.best_state:
         torch.testing.assert_close(a.best_state[key], b.best_state[key])
     assert not torch.equal(a.best_state["heads.left.0.weight"], c.best_state["heads.left.0.weight"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_on_a_terminal_only(model_inputs, monkeypatch):
+    terminal, pipe = _Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _fit(model_inputs, epochs=1)
+    assert "epoch 1/1" in terminal.getvalue()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    _fit(model_inputs, epochs=1)
+    assert pipe.getvalue() == ""
