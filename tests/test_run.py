@@ -37,7 +37,19 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return found
 
 
+def _git_commit_all(project: Path) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "x")
+    return git("rev-parse", "HEAD")
+
+
 def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
+    commit = _git_commit_all(project_copy)
     _run(project_copy)
 
     client = _client(project_copy)
@@ -76,7 +88,13 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
         "reports/metrics.json",
         "reports/training_history.csv",
         "reports/data_report.csv",
+        "environment/requirements.lock",
     }
+    tags = run.data.tags  # what a teammate needs to repeat the run
+    assert tags["kedro.env"] == "smoke"
+    assert tags["git.commit"] == commit
+    assert tags["git.dirty"] == "false"
+    assert tags["torch.version"].startswith("2.14.1")
     history = pd.read_csv(project_copy / "data/smoke/08_reporting/training_history.csv")
     assert history["epoch"].tolist() == [1, 2]
     png = project_copy / "data/smoke/08_reporting/confusion_matrices/confusion_matrix_left.png"

@@ -8,7 +8,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
-from multitask_cnn.hooks import ValidateParametersHook
+from multitask_cnn.hooks import ReproducibilityHook, ValidateParametersHook
 
 
 def project_root() -> Path:
@@ -26,7 +26,7 @@ def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / filename}"
 
 
-HOOKS = (ValidateParametersHook(),)
+HOOKS = (ValidateParametersHook(), ReproducibilityHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
