@@ -34,8 +34,8 @@ smoke: install data  ## the whole pipeline on small real slices (kedro run --env
 test: install data  ## the test suite; PYTEST_ARGS="-k name" to select
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000)
-	$(BIN)/kedro mlflow ui
+ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000); ARGS="--env smoke"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)
 
 clean:  ## remove generated data (keeps raw data, the MLflow store and the venv)
 	find data -mindepth 2 -not -path 'data/01_raw/*' -not -name .gitkeep -delete

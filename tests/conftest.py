@@ -69,6 +69,9 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "data").mkdir()
     (tmp_path / "src").mkdir()  # bootstrap_project needs it; the package is installed
     monkeypatch.chdir(tmp_path)
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so an earlier session in
+    # this process would otherwise send this project's runs to that project's store.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
 
 

@@ -54,6 +54,7 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
 
     client = _client(project_copy)
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
+    assert experiment.artifact_location == f"file://{project_copy}/mlruns"
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
 

@@ -26,6 +26,15 @@ def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / filename}"
 
 
+def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:
+    """Artifacts of a new experiment go to ``<project root>/mlruns`` (MLflow's default,
+    ``./mlruns``, follows the current directory); with ``$MLFLOW_TRACKING_URI`` set,
+    the server decides (None)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (project_root() / dirname).as_uri()
+
+
 HOOKS = (ValidateParametersHook(), ReproducibilityHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -34,5 +43,8 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # conf/<env>/mlflow.yml and parameters override single keys, not whole groups.
     "merge_strategy": {"mlflow": "soft", "parameters": "soft"},
-    "custom_resolvers": {"mlflow_tracking_uri": mlflow_tracking_uri},
+    "custom_resolvers": {
+        "mlflow_tracking_uri": mlflow_tracking_uri,
+        "mlflow_artifact_location": mlflow_artifact_location,
+    },
 }
