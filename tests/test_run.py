@@ -19,11 +19,11 @@ from multitask_cnn.config import ConfigError
 pytestmark = pytest.mark.slow
 
 
-def _run(project: Path, **runtime_params) -> None:
+def _run(project: Path, only_missing_outputs: bool = False, **runtime_params) -> None:
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="smoke",
                              runtime_params=runtime_params or None) as session:  # fmt: skip
-        session.run()
+        session.run(only_missing_outputs=only_missing_outputs)
 
 
 def _client(project: Path) -> MlflowClient:
@@ -102,13 +102,28 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_rerun_with_only_missing_outputs_skips_training_but_logs_results(project_copy):
+    _run(project_copy)
+    checkpoint = project_copy / "data/smoke/06_models/multitask_checkpoint.pt"
+    written = checkpoint.stat().st_mtime_ns
+    _run(project_copy, only_missing_outputs=True)
+
+    assert checkpoint.stat().st_mtime_ns == written  # not retrained
+    client = _client(project_copy)
+    experiment = client.get_experiment_by_name("multitask-cnn-smoke")
+    second, first = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    assert "train.loss" in first.data.metrics and "train.loss" not in second.data.metrics
+    for key in ("test.left.accuracy", "test.right.f1_macro", "train.best_epoch"):
+        assert second.data.metrics[key] == first.data.metrics[key]
+
+
 def test_bad_parameter_stops_before_any_work(project_copy):
     with pytest.raises(ConfigError, match=r"parameter 'training.epochs' .*valid integer"):
         _run(project_copy, training={"epochs": "abc"})
     assert not (project_copy / "data/smoke").exists()  # no node ran
-    assert not (project_copy / "mlflow.db").exists() or not _client(project_copy).search_experiments(
-        filter_string="name = 'multitask-cnn-smoke'"
-    )
+    # kedro-mlflow may have set up the experiment, but no run was started
+    experiment = _client(project_copy).get_experiment_by_name("multitask-cnn-smoke")
+    assert experiment is None or not _client(project_copy).search_runs([experiment.experiment_id])
 
 
 def test_missing_data_folder_stops_before_training(project_copy):

@@ -5,6 +5,7 @@ import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import CSVDataset
 
 from multitask_cnn.datasets import TorchDataset
 from multitask_cnn.pipelines import evaluation, multitask_training
@@ -24,6 +25,7 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "params:evaluation": MemoryDataset({"device": "cpu"}),
         "multitask_checkpoint": TorchDataset(str(tmp_path / "checkpoint.pt")),
         "task_metrics": JSONDataset(filepath=str(tmp_path / "metrics.json")),
+        "training_history": CSVDataset(filepath=str(tmp_path / "history.csv")),
     })  # fmt: skip
 
 
@@ -32,7 +34,7 @@ def test_train_then_evaluate_in_memory(catalog, tmp_path):
     SequentialRunner().run(pipeline, catalog)
 
     checkpoint = catalog.load("multitask_checkpoint")  # round-trips through the file
-    assert set(checkpoint) == {"model", "optimizer", "epoch", "config"}
+    assert set(checkpoint) == {"model", "optimizer", "epoch", "n_parameters", "config"}
     assert checkpoint["config"]["model"]["backbone"] == "convnet"
     assert "block1.0.weight" in {k.removeprefix("shared.") for k in checkpoint["model"]}
 

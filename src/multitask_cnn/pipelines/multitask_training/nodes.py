@@ -37,11 +37,11 @@ def train_multitask_model(
     tasks: dict[str, Any],
     model: dict[str, Any],
     training: dict[str, Any],
-) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train the shared multi-task CNN with early stopping on ``val.loss``.
 
-    Returns the best epoch's checkpoint (model and optimizer state, epoch, config),
-    the per-epoch history, and summary metrics for MLflow.
+    Returns the best epoch's checkpoint (model and optimizer state, epoch, parameter
+    count, config) and the per-epoch history.
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
@@ -69,17 +69,24 @@ def train_multitask_model(
         min_delta=config.early_stopping.min_delta, generator=generator,
         on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
     )  # fmt: skip
-    checkpoint = {
+    return {
         "model": result.best_state,
         "optimizer": result.optimizer_state,
         "epoch": result.best_epoch,
+        "n_parameters": count_parameters(network),
         "config": {"tasks": tasks, "model": model, "training": training},
-    }
+    }, pd.DataFrame(result.history)
+
+
+def summarise_training(
+    multitask_checkpoint: dict[str, Any], training_history: pd.DataFrame
+) -> dict[str, dict[str, float]]:
+    """Summary metrics for MLflow (kept out of the training node, so that
+    ``kedro run --only-missing-outputs`` can skip training and still log them)."""
     summary = {
-        "train.best_epoch": result.best_epoch,
-        "train.epochs_run": len(result.history),
-        "train.seconds": result.train_seconds,
-        "model.parameters": count_parameters(network),
+        "train.best_epoch": multitask_checkpoint["epoch"],
+        "train.epochs_run": len(training_history),
+        "train.seconds": training_history["epoch_seconds"].sum(),
+        "model.parameters": multitask_checkpoint["n_parameters"],
     }
-    metrics = {name: {"value": float(value), "step": 0} for name, value in summary.items()}
-    return checkpoint, pd.DataFrame(result.history), metrics
+    return {name: {"value": float(value), "step": 0} for name, value in summary.items()}

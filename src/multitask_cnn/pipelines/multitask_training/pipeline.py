@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_multitask_model
+from .nodes import summarise_training, train_multitask_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,8 +12,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 train_multitask_model,
                 inputs=["model_input_train", "model_input_val", "params:tasks",
                         "params:model", "params:training"],
-                outputs=["multitask_checkpoint", "training_history", "training_metrics"],
+                outputs=["multitask_checkpoint", "training_history"],
                 name="train_multitask_model",
             ),
+            Node(summarise_training, ["multitask_checkpoint", "training_history"],
+                 "training_metrics", name="summarise_training"),
         ]  # fmt: skip
     )
