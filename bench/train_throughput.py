@@ -19,14 +19,23 @@ import torch
 import torch.nn.functional as F
 
 from multitask_cnn.config import ModelConfig, parse_tasks
-from multitask_cnn.data.fashion_mnist import DEBIAN_DIR, find_fashion_mnist, read_fashion_mnist
+from multitask_cnn.data.fashion_mnist import (
+    DEBIAN_DIR,
+    find_fashion_mnist,
+    read_fashion_mnist,
+)
 from multitask_cnn.models import build_model
 from multitask_cnn.pipelines.data_prep.nodes import (
     build_model_input,
     compose_splits,
     compute_normalisation,
 )
-from multitask_cnn.training import TASK_KINDS, get_weighting, resolve_device, train_one_epoch
+from multitask_cnn.training import (
+    TASK_KINDS,
+    get_weighting,
+    resolve_device,
+    train_one_epoch,
+)
 from multitask_cnn.training.loop import Split
 
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},

@@ -1,4 +1,8 @@
-from multitask_cnn.settings import mlflow_artifact_location, mlflow_tracking_uri, project_root
+from multitask_cnn.settings import (
+    mlflow_artifact_location,
+    mlflow_tracking_uri,
+    project_root,
+)
 
 
 def test_tracking_store_is_anchored_to_the_project_root(project_copy, monkeypatch):

@@ -5,7 +5,13 @@ import torch
 
 from multitask_cnn.config import ModelConfig, parse_tasks
 from multitask_cnn.models import build_model
-from multitask_cnn.training import TASK_KINDS, evaluate, fit, get_weighting, seed_everything
+from multitask_cnn.training import (
+    TASK_KINDS,
+    evaluate,
+    fit,
+    get_weighting,
+    seed_everything,
+)
 from multitask_cnn.training.loop import Split, iterate_batches
 
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},

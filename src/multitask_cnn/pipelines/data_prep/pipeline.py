@@ -2,7 +2,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_model_input, compose_splits, compute_normalisation, report_class_balance
+from .nodes import (
+    build_model_input,
+    compose_splits,
+    compute_normalisation,
+    report_class_balance,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -2,7 +2,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_task_metrics, plot_confusion_matrices, predict_test, to_mlflow_metrics
+from .nodes import (
+    compute_task_metrics,
+    plot_confusion_matrices,
+    predict_test,
+    to_mlflow_metrics,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
