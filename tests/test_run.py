@@ -126,6 +126,13 @@ def test_bad_parameter_stops_before_any_work(project_copy):
     assert experiment is None or not _client(project_copy).search_runs([experiment.experiment_id])
 
 
+def test_unavailable_device_stops_before_any_work(project_copy, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'training.device': training.device='cuda' but CUDA is not"):
+        _run(project_copy, training={"device": "cuda"})
+    assert not (project_copy / "data/smoke").exists()
+
+
 def test_missing_data_folder_stops_before_training(project_copy):
     (project_copy / "conf/smoke/catalog.yml").write_text(
         "fashion_mnist:\n"

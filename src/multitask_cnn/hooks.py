@@ -12,7 +12,8 @@ import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
 
-from multitask_cnn.config import validate_parameters
+from multitask_cnn.config import ConfigError, validate_parameters
+from multitask_cnn.training.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,13 @@ class ValidateParametersHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        validate_parameters(context.params)
+        params = validate_parameters(context.params)
+        for key, device in (("training.device", params.training.device),
+                            ("evaluation.device", params.evaluation.device)):  # fmt: skip
+            try:
+                resolve_device(device)
+            except RuntimeError as error:
+                raise ConfigError(f"Invalid parameters:\n  - parameter '{key}': {error}") from None
         logger.info("Parameters validated (env %r)", context.env)
 
 
