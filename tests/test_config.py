@@ -1,6 +1,12 @@
 import pytest
 
-from multitask_cnn.config import ConfigError, TrainingConfig, parse, validate_parameters
+from multitask_cnn.config import (
+    ConfigError,
+    TrainingConfig,
+    parse,
+    parse_tasks,
+    validate_parameters,
+)
 
 TASKS = {"left": {"kind": "multiclass", "num_classes": 10}}
 
@@ -28,6 +34,8 @@ def test_defaults_are_valid():
          "source 'multifashion' has no label 'middle'"),
         ({"tasks": {"left": {"kind": "multiclass"}}}, "needs num_classes >= 2"),
         ({"tasks": {}}, "at least one task"),
+        ({"tasks": {"left": {"kind": "multiclass", "num_classes": 3, "class_names": ["a"]}}},
+         "class_names has 1 names, expected 3"),
     ],
 )  # fmt: skip
 def test_bad_parameters_name_the_key_and_file(params, expected):
@@ -39,3 +47,14 @@ def test_bad_parameters_name_the_key_and_file(params, expected):
 def test_wrong_type_shows_the_value_given():
     with pytest.raises(ConfigError, match=r"\(got 'abc'\)"):
         parse(TrainingConfig, {"batch_size": "abc"}, "training")
+
+
+def test_report_class_names_come_from_the_spec_or_the_source():
+    tasks = parse_tasks({
+        "left": {"kind": "multiclass", "num_classes": 10},
+        "right": {"kind": "multiclass", "num_classes": 10, "class_names": list("abcdefghij")},
+        "flag": {"kind": "binary", "label": "left"},
+    })  # fmt: skip
+    assert tasks["left"].display_classes()[9] == "Ankle boot"
+    assert tasks["right"].display_classes()[0] == "a"
+    assert tasks["flag"].display_classes() == ["0", "1"]

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from multitask_cnn.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
+
 __all__ = [
     "ConfigError",
     "DataPrepConfig",
@@ -47,8 +49,10 @@ PARAMETER_FILES = {
     "evaluation": "conf/base/parameters_evaluation.yml",
 }
 
-# Labels each built-in data source provides; a task's `label` must be one of them.
+# Labels each built-in data source provides (a task's `label` must be one of them)
+# and the class names of those labels.
 SOURCE_LABELS = {"multifashion": ("left", "right")}
+SOURCE_CLASS_NAMES = {"multifashion": FASHION_MNIST_CLASSES}
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -81,6 +85,7 @@ class TaskSpec(_Strict):
     source: str = "multifashion"  # data source that provides this task's labels
     label: str | None = None  # label name in the source; defaults to the task name
     head_hidden: list[PositiveInt] = Field(default_factory=list)  # hidden FC widths
+    class_names: list[str] | None = None  # for reports; default: the source's names
 
     @model_validator(mode="after")
     def _check_classes(self) -> TaskSpec:
@@ -88,7 +93,18 @@ class TaskSpec(_Strict):
             raise ValueError("a multiclass task needs num_classes >= 2")
         if self.kind != "multiclass" and self.num_classes not in (None, 1):
             raise ValueError(f"a {self.kind} task has one output; drop num_classes")
+        expected = self.num_classes if self.kind == "multiclass" else 2
+        if self.class_names is not None and len(self.class_names) != expected:
+            raise ValueError(f"class_names has {len(self.class_names)} names, expected {expected}")
         return self
+
+    def display_classes(self) -> list[str]:
+        """Class names for reports: ``class_names``, else the source's, else ids."""
+        n = self.num_classes if self.kind == "multiclass" else 2
+        names = self.class_names or SOURCE_CLASS_NAMES.get(self.source)
+        if self.kind == "multiclass" and names is not None and len(names) == n:
+            return list(names)
+        return [str(i) for i in range(n)]
 
     def label_name(self, task: str) -> str:
         return self.label or task

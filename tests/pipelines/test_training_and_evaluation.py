@@ -53,7 +53,9 @@ def test_train_then_evaluate_in_memory(catalog, tmp_path):
                                    for m in ("accuracy", "f1_macro")}  # fmt: skip
     figures = catalog.load("confusion_matrices")
     assert set(figures) == {"confusion_matrix_left.png", "confusion_matrix_right.png"}
-    assert figures["confusion_matrix_left.png"].axes[0].images[0].get_array().sum() == 400
+    axes = figures["confusion_matrix_left.png"].axes[0]
+    assert axes.images[0].get_array().sum() == 400
+    assert [t.get_text() for t in axes.get_yticklabels()][-2:] == ["Bag", "Ankle boot"]
 
 
 def test_evaluation_refuses_tasks_the_model_was_not_trained_on(catalog):

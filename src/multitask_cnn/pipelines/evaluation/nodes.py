@@ -93,12 +93,12 @@ def plot_confusion_matrices(predictions: Predictions, tasks: dict[str, Any]) -> 
     for task, spec in specs.items():
         if spec.kind == "regression":
             continue
-        classes = list(range(spec.out_features if spec.kind == "multiclass" else 2))
+        names = spec.display_classes()
         matrix = confusion_matrix(predictions[task]["y_true"], predictions[task]["y_pred"],
-                                  labels=classes)  # fmt: skip
-        figure, axes = plt.subplots(figsize=(7, 6))
-        ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
-            ax=axes, cmap="Blues", colorbar=False, values_format="d"
+                                  labels=list(range(len(names))))  # fmt: skip
+        figure, axes = plt.subplots(figsize=(8, 7))
+        ConfusionMatrixDisplay(matrix, display_labels=names).plot(
+            ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45
         )
         axes.set_title(f"{task}: test confusion matrix (n={matrix.sum()})")
         figure.tight_layout()
