@@ -198,12 +198,23 @@ class ProjectParameters(_Strict):
 
     @model_validator(mode="after")
     def _check_model(self) -> ProjectParameters:
-        from multitask_cnn.models import BACKBONES
+        """The backbone exists and its arguments and share depth fit (built once: ms)."""
+        from multitask_cnn.models import BACKBONES, get_backbone
 
         if self.model.backbone not in BACKBONES:
             raise ValueError(
                 f"model.backbone: unknown backbone {self.model.backbone!r}; "
                 f"choose from {sorted(BACKBONES)}"
+            )
+        try:
+            stages = get_backbone(self.model.backbone, **self.model.backbone_args).stage_names
+        except (TypeError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        shared = self.model.shared_stages
+        if shared is not None and shared > len(stages):
+            raise ValueError(
+                f"model.shared_stages={shared} but {self.model.backbone!r} has "
+                f"{len(stages)} stages {stages}"
             )
         return self
 
@@ -212,13 +223,16 @@ def _format_error(error: ValidationError, prefix: str) -> str:
     lines = []
     for item in error.errors():
         loc = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
-        where = PARAMETER_FILES.get(loc.split(".")[0], "conf/base/parameters*.yml")
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling)"
         elif "input" in item and not isinstance(item["input"], dict):
             message += f" (got {item['input']!r})"
-        lines.append(f"  - parameter '{loc}' ({where} or --params): {message}")
+        if loc:
+            where = PARAMETER_FILES.get(loc.split(".")[0], "conf/base/parameters*.yml")
+            lines.append(f"  - parameter '{loc}' ({where} or --params): {message}")
+        else:  # a check across groups; its message names the keys
+            lines.append(f"  - {message}")
     return "Invalid parameters:\n" + "\n".join(lines)
 
 
