@@ -32,11 +32,11 @@ from multitask_cnn.pipelines.data_prep.nodes import (
 )
 from multitask_cnn.training import (
     TASK_KINDS,
+    Split,
     get_weighting,
     resolve_device,
     train_one_epoch,
 )
-from multitask_cnn.training.loop import Split
 
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
                      "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip

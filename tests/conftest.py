@@ -10,7 +10,6 @@ os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"  # before anything imports kedro
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # each test picks its own store
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from multitask_cnn.data.fashion_mnist import (  # noqa: E402
@@ -74,12 +73,6 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
 
-
-def assert_close(actual: float, expected: float, tol: float = 1e-6) -> None:
-    assert abs(actual - expected) <= tol, f"{actual} != {expected} (tol {tol})"
-
-
-__all__ = ["PROJECT_ROOT", "assert_close", "np"]
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,7 @@ from sklearn.metrics import (  # noqa: E402
 
 from multitask_cnn.config import EvaluationConfig, ModelConfig, parse, parse_tasks  # noqa: E402
 from multitask_cnn.models import build_model  # noqa: E402
-from multitask_cnn.training import TASK_KINDS, predict, resolve_device  # noqa: E402
-from multitask_cnn.training.loop import Split  # noqa: E402
+from multitask_cnn.training import TASK_KINDS, Split, predict, resolve_device  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

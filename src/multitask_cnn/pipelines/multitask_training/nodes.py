@@ -13,12 +13,12 @@ from multitask_cnn.models import build_model, count_parameters
 from multitask_cnn.tracking import log_epoch_metrics
 from multitask_cnn.training import (
     TASK_KINDS,
+    Split,
     fit,
     get_weighting,
     resolve_device,
     seed_everything,
 )
-from multitask_cnn.training.loop import Split
 
 logger = logging.getLogger(__name__)
 
