@@ -20,6 +20,7 @@ from multitask_cnn.data.fashion_mnist import (  # noqa: E402
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SMALL_DATA_PREP = {"n_train": 1200, "n_test": 400, "val_fraction": 0.25, "seed": 3}
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def fashion_mnist_small(fashion_mnist: FashionMNIST) -> FashionMNIST:
 
 @pytest.fixture
 def data_prep_params() -> dict:
-    return {"n_train": 1200, "n_test": 400, "val_fraction": 0.25, "seed": 3}
+    return dict(SMALL_DATA_PREP)
 
 
 @pytest.fixture
@@ -74,7 +75,6 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-
 @pytest.fixture(scope="session")
 def model_inputs(fashion_mnist_small):
     """Real MultiFashion model inputs (900 train / 300 val / 400 test)."""
@@ -84,6 +84,5 @@ def model_inputs(fashion_mnist_small):
         compute_normalisation,
     )
 
-    splits = compose_splits(fashion_mnist_small, {"n_train": 1200, "n_test": 400,
-                                                  "val_fraction": 0.25, "seed": 3})  # fmt: skip
+    splits = compose_splits(fashion_mnist_small, SMALL_DATA_PREP)
     return build_model_input(splits, compute_normalisation(splits))

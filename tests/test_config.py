@@ -58,7 +58,9 @@ def test_report_class_names_come_from_the_spec_or_the_source():
         "left": {"kind": "multiclass", "num_classes": 10},
         "right": {"kind": "multiclass", "num_classes": 10, "class_names": list("abcdefghij")},
         "flag": {"kind": "binary", "label": "left"},
+        "named": {"kind": "binary", "label": "left", "class_names": ["no", "yes"]},
     })  # fmt: skip
     assert tasks["left"].display_classes()[9] == "Ankle boot"
     assert tasks["right"].display_classes()[0] == "a"
     assert tasks["flag"].display_classes() == ["0", "1"]
+    assert tasks["named"].display_classes() == ["no", "yes"]  # binary names honoured

@@ -93,18 +93,25 @@ class TaskSpec(_Strict):
             raise ValueError("a multiclass task needs num_classes >= 2")
         if self.kind != "multiclass" and self.num_classes not in (None, 1):
             raise ValueError(f"a {self.kind} task has one output; drop num_classes")
-        expected = self.num_classes if self.kind == "multiclass" else 2
-        if self.class_names is not None and len(self.class_names) != expected:
-            raise ValueError(f"class_names has {len(self.class_names)} names, expected {expected}")
+        if self.class_names is not None and len(self.class_names) != self.n_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names, expected {self.n_classes}"
+            )
         return self
+
+    @property
+    def n_classes(self) -> int:
+        """Classes a classification task tells apart (2 for binary)."""
+        return self.num_classes if self.kind == "multiclass" else 2
 
     def display_classes(self) -> list[str]:
         """Class names for reports: ``class_names``, else the source's, else ids."""
-        n = self.num_classes if self.kind == "multiclass" else 2
-        names = self.class_names or SOURCE_CLASS_NAMES.get(self.source)
-        if self.kind == "multiclass" and names is not None and len(names) == n:
+        if self.class_names is not None:
+            return list(self.class_names)
+        names = SOURCE_CLASS_NAMES.get(self.source)
+        if self.kind == "multiclass" and names is not None and len(names) == self.n_classes:
             return list(names)
-        return [str(i) for i in range(n)]
+        return [str(i) for i in range(self.n_classes)]
 
     def label_name(self, task: str) -> str:
         return self.label or task

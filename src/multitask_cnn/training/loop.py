@@ -147,7 +147,6 @@ class FitResult:
     optimizer_state: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
-    train_seconds: float = 0.0
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -176,7 +175,6 @@ def fit(
     best_loss, best_epoch, best_state, best_opt = float("inf"), 0, None, None
     history: list[dict[str, float]] = []
     stopped_early = False
-    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         tick = time.perf_counter()
         train_metrics = train_one_epoch(model, train, kinds, weighting, optimizer, device,
@@ -207,5 +205,4 @@ def fit(
             stopped_early = True
             break
     assert best_state is not None and best_opt is not None  # epochs >= 1
-    return FitResult(best_state, best_epoch, best_opt, history, stopped_early,
-                     time.perf_counter() - start)
+    return FitResult(best_state, best_epoch, best_opt, history, stopped_early)

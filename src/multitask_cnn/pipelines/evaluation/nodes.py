@@ -74,7 +74,7 @@ def compute_task_metrics(predictions: Predictions, tasks: dict[str, Any]) -> dic
             values = {"mse": mean_squared_error(y_true, y_pred),
                       "mae": mean_absolute_error(y_true, y_pred)}  # fmt: skip
         else:
-            classes = list(range(spec.out_features if spec.kind == "multiclass" else 2))
+            classes = list(range(spec.n_classes))
             values = {
                 "accuracy": accuracy_score(y_true, y_pred),
                 "f1_macro": f1_score(y_true, y_pred, labels=classes, average="macro",
