@@ -1,15 +1,20 @@
-"""Typed, validated configuration.
+"""The parameter schema: typed, validated once at the edge, the one place of every default.
 
-Parameters reach nodes as plain dicts (so kedro-mlflow logs them flattened); each
-node validates its slice here, and :func:`validate_parameters` checks the whole tree
-once, before any node runs (see ``hooks.py``). Every model forbids unknown keys, and
-errors name the offending key and the file it usually lives in.
+Parameters reach nodes as plain dicts (so kedro-mlflow logs them flattened). Before any
+node runs, ``hooks.py`` validates the whole tree with :func:`validate_parameters` and
+hands every node the *effective* parameters (:func:`effective_parameters`: defaults
+filled in), so what MLflow logs is what ran. Each node still parses its own slice (a
+no-op on effective values; it makes nodes safe to call alone). Every model forbids
+unknown keys, and errors name the offending key and the file it usually lives in.
+
+This module sits above the library: it imports the registries (backbones, task kinds,
+weightings, optimizers, data sources); nothing in the library imports it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from multitask_cnn.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
+from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
+from multitask_cnn.tasks import TaskSpec, check_task_name
+from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS
 
 __all__ = [
     "ConfigError",
@@ -35,8 +43,11 @@ __all__ = [
     "ProjectParameters",
     "TaskSpec",
     "TrainingConfig",
+    "effective_parameters",
+    "effective_tasks",
     "parse",
     "parse_tasks",
+    "source_class_names",
     "validate_parameters",
 ]
 
@@ -48,11 +59,6 @@ PARAMETER_FILES = {
     "training": "conf/base/parameters_multitask_training.yml",
     "evaluation": "conf/base/parameters_evaluation.yml",
 }
-
-# Labels each built-in data source provides (a task's `label` must be one of them)
-# and the class names of those labels.
-SOURCE_LABELS = {"multifashion": ("left", "right")}
-SOURCE_CLASS_NAMES = {"multifashion": FASHION_MNIST_CLASSES}
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -76,66 +82,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TaskSpec(_Strict):
-    """One task: what it predicts and how its head and loss are built."""
-
-    kind: Literal["multiclass", "binary", "regression"]
-    num_classes: PositiveInt | None = None  # required for multiclass (>= 2)
-    loss_weight: PositiveFloat = 1.0  # used by the `static` weighting
-    source: str = "multifashion"  # data source that provides this task's labels
-    label: str | None = None  # label name in the source; defaults to the task name
-    head_hidden: list[PositiveInt] = Field(default_factory=list)  # hidden FC widths
-    class_names: list[str] | None = None  # for reports; default: the source's names
-
-    @model_validator(mode="after")
-    def _check_classes(self) -> TaskSpec:
-        if self.kind == "multiclass" and (self.num_classes or 0) < 2:
-            raise ValueError("a multiclass task needs num_classes >= 2")
-        if self.kind != "multiclass" and self.num_classes not in (None, 1):
-            raise ValueError(f"a {self.kind} task has one output; drop num_classes")
-        if self.class_names is not None and len(self.class_names) != self.n_classes:
-            raise ValueError(
-                f"class_names has {len(self.class_names)} names, expected {self.n_classes}"
-            )
-        return self
-
-    @property
-    def n_classes(self) -> int:
-        """Classes a classification task tells apart (2 for binary)."""
-        return self.num_classes if self.kind == "multiclass" else 2
-
-    def display_classes(self) -> list[str]:
-        """Class names for reports: ``class_names``, else the source's, else ids."""
-        if self.class_names is not None:
-            return list(self.class_names)
-        names = SOURCE_CLASS_NAMES.get(self.source)
-        if self.kind == "multiclass" and names is not None and len(names) == self.n_classes:
-            return list(names)
-        return [str(i) for i in range(self.n_classes)]
-
-    def label_name(self, task: str) -> str:
-        return self.label or task
-
-    @property
-    def out_features(self) -> int:
-        return self.num_classes if self.kind == "multiclass" else 1
-
-
 class DataPrepConfig(_Strict):
     """How MultiFashion is built from Fashion-MNIST (Pareto-MTL, Lin et al. 2019)."""
 
-    n_train: PositiveInt = 120_000  # composites drawn from the official train images
-    n_test: PositiveInt = 20_000  # composites drawn from the official test images
-    val_fraction: float = Field(0.1, gt=0, lt=1)  # carved from train, seeded
+    n_train: PositiveInt = 120_000  # composites from the official train images (val included)
+    n_test: PositiveInt = 20_000  # composites from the official test images
+    # share of the official train images held out (stratified) as the val pool, and
+    # of the n_train composites drawn from that pool: round(val_fraction * n_train)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
     canvas_size: PositiveInt = 36
     max_shift: NonNegativeInt = 4  # each item moves up to this many px inwards
-    seed: int = 0
+    seed: NonNegativeInt = 0  # one independent stream per purpose is derived from it
+    # label -> fraction of train and val rows whose label is marked missing (-1 / NaN);
+    # test labels stay complete. For studies of partially labelled data.
+    missing_labels: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict)
+
+    @field_validator("missing_labels")
+    @classmethod
+    def _known_labels(cls, value: dict[str, float]) -> dict[str, float]:
+        labels = SOURCES.get("multifashion").labels
+        unknown = sorted(set(value) - set(labels))
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; MultiFashion has {list(labels)}")
+        return value
 
 
 class ModelConfig(_Strict):
     backbone: str = "lenet"  # a name in multitask_cnn.models.BACKBONES
-    backbone_args: dict[str, Any] = Field(default_factory=dict)
+    backbone_args: dict[str, Any] = Field(default_factory=dict)  # the factory's arguments
     shared_stages: NonNegativeInt | None = None  # None: every backbone stage shared
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        return BACKBONES.check(value)
+
+    @model_validator(mode="after")
+    def _check_backbone(self) -> ModelConfig:
+        """The arguments fit the backbone and the share depth fits its stages (the
+        backbone alone is built: milliseconds; no model, no heads)."""
+        try:
+            stages = get_backbone(self.backbone, **self.backbone_args).stage_names
+        except (TypeError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        if self.shared_stages is not None and self.shared_stages > len(stages):
+            raise ValueError(
+                f"model.shared_stages={self.shared_stages} but {self.backbone!r} has "
+                f"{len(stages)} stages {stages}"
+            )
+        return self
+
+    def effective(self) -> dict[str, Any]:
+        """As validated, with the backbone's own defaults filled into ``backbone_args``."""
+        return self.model_dump(mode="json") | {
+            "backbone_args": backbone_defaults(self.backbone) | dict(self.backbone_args)
+        }
 
 
 class EarlyStoppingConfig(_Strict):
@@ -144,33 +145,33 @@ class EarlyStoppingConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 15  # maximum epochs
     batch_size: PositiveInt = 256
     eval_batch_size: PositiveInt = 1024
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: str = "adam"  # a name in multitask_cnn.training.OPTIMIZERS
     lr: PositiveFloat = 1e-3
     momentum: NonNegativeFloat = 0.9  # sgd only
     weight_decay: NonNegativeFloat = 0.0
     weighting: str = "equal"  # a name in multitask_cnn.training.WEIGHTINGS
-    seed: int = 0
+    seed: NonNegativeInt = 0  # model init, data order and dropout get their own streams
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     log_every_epoch: bool = True  # live per-epoch metrics to MLflow
 
     @field_validator("weighting")
     @classmethod
-    def _check_weighting(cls, value: str) -> str:
-        from multitask_cnn.training.weighting import WEIGHTINGS
+    def _known_weighting(cls, value: str) -> str:
+        return WEIGHTINGS.check(value)
 
-        if value not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {value!r}; choose from {sorted(WEIGHTINGS)}")
-        return value
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return OPTIMIZERS.check(value)
 
 
 class EvaluationConfig(_Strict):
     batch_size: PositiveInt = 1024
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
-
 
 
 class ProjectParameters(_Strict):
@@ -186,44 +187,71 @@ class ProjectParameters(_Strict):
     @field_validator("tasks")
     @classmethod
     def _check_tasks(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
-        if not tasks:
-            raise ValueError("at least one task is needed")
-        for name, spec in tasks.items():
-            labels = SOURCE_LABELS.get(spec.source)
-            if labels is None:
-                raise ValueError(
-                    f"task {name!r}: unknown source {spec.source!r}; "
-                    f"choose from {sorted(SOURCE_LABELS)}"
-                )
-            label = spec.label or name
-            if label not in labels:
-                raise ValueError(
-                    f"task {name!r}: source {spec.source!r} has no label {label!r}; "
-                    f"it provides {list(labels)} (set `label:`)"
-                )
-        return tasks
+        return check_tasks(tasks)
 
-    @model_validator(mode="after")
-    def _check_model(self) -> ProjectParameters:
-        """The backbone exists and its arguments and share depth fit (built once: ms)."""
-        from multitask_cnn.models import BACKBONES, get_backbone
+    def effective(self) -> dict[str, Any]:
+        """The whole tree as it runs: every default filled in (JSON-able)."""
+        return self.model_dump(mode="json") | {
+            "tasks": effective_tasks(self.tasks),
+            "model": self.model.effective(),
+        }
 
-        if self.model.backbone not in BACKBONES:
-            raise ValueError(
-                f"model.backbone: unknown backbone {self.model.backbone!r}; "
-                f"choose from {sorted(BACKBONES)}"
-            )
+
+def effective_tasks(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, Any]]:
+    """The task spec as it runs (``label`` filled in), JSON-able."""
+    return {
+        name: spec.model_dump(mode="json") | {"label": spec.label_name(name)}
+        for name, spec in tasks.items()
+    }
+
+
+def check_tasks(tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+    """Task names usable in metric names; each task's source has its label, and the
+    label fits the task's kind (a binary task on a 10-class label, a multiclass task
+    with fewer classes than the label has, regression on class ids are refused)."""
+    if not tasks:
+        raise ValueError("at least one task is needed")
+    for name, spec in tasks.items():
         try:
-            stages = get_backbone(self.model.backbone, **self.model.backbone_args).stage_names
-        except (TypeError, ValueError) as error:
-            raise ValueError(str(error)) from None
-        shared = self.model.shared_stages
-        if shared is not None and shared > len(stages):
+            check_task_name(name)
+        except ValueError as error:
+            raise ValueError(f"task {name!r}: {error}") from None
+        if spec.source not in SOURCES:
             raise ValueError(
-                f"model.shared_stages={shared} but {self.model.backbone!r} has "
-                f"{len(stages)} stages {stages}"
+                f"task {name!r}: unknown source {spec.source!r}; choose from {SOURCES.names()}"
             )
-        return self
+        labels = SOURCES.get(spec.source).labels
+        label = spec.label_name(name)
+        if label not in labels:
+            raise ValueError(
+                f"task {name!r}: source {spec.source!r} has no label {label!r}; "
+                f"it provides {list(labels)} (set `label:`)"
+            )
+        found, wanted = labels[label].n_classes, spec.n_classes
+        if (found is None) != (wanted is None) or (wanted is not None and wanted < found):
+            raise ValueError(
+                f"task {name!r} ({spec.kind}"
+                + (f", {wanted} classes" if wanted else "")
+                + f"): label {label!r} of {spec.source!r} "
+                + (f"has {found} classes" if found else "holds real values")
+                + "; "
+                + _kind_hint(found)
+            )
+    return tasks
+
+
+def _kind_hint(n_classes: int | None) -> str:
+    if n_classes is None:
+        return "use kind: regression"
+    if n_classes == 2:
+        return "use kind: binary (or multiclass with num_classes: 2)"
+    return f"use kind: multiclass with num_classes: {n_classes}"
+
+
+def source_class_names(spec: TaskSpec, task: str) -> list[str]:
+    """The class names to show for ``task`` in reports."""
+    info = SOURCES.get(spec.source).labels.get(spec.label_name(task))
+    return spec.display_classes(info.class_names if info else None)
 
 
 def _format_error(error: ValidationError, prefix: str) -> str:
@@ -251,11 +279,25 @@ def parse(model: type[M], params: dict[str, Any], key: str = "") -> M:
         raise ConfigError(_format_error(error, key)) from None
 
 
+class _TasksOnly(_Strict):
+    tasks: dict[str, TaskSpec]
+
+    @field_validator("tasks")
+    @classmethod
+    def _check_tasks(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+        return check_tasks(tasks)
+
+
 def parse_tasks(tasks: dict[str, Any]) -> dict[str, TaskSpec]:
-    """Validate the task spec (the ``tasks`` parameter)."""
-    return parse(ProjectParameters, {"tasks": tasks}).tasks
+    """Validate the task spec (the ``tasks`` parameter) alone; builds no model."""
+    return parse(_TasksOnly, {"tasks": tasks}).tasks
 
 
 def validate_parameters(params: dict[str, Any]) -> ProjectParameters:
     """Validate the whole parameter tree; raises :class:`ConfigError`."""
     return parse(ProjectParameters, params)
+
+
+def effective_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """The validated tree with every default filled in: what the nodes run with."""
+    return validate_parameters(params).effective()

@@ -1,25 +1,59 @@
-"""Project hooks: parameter validation before a run, reproducibility tags on it."""
+"""Project hooks: validate parameters and hand nodes the effective values; tag each
+MLflow run with what a teammate needs to repeat it; keep a run complete when
+``--only-missing-outputs`` reuses earlier outputs; record which checkpoint a run used.
+
+kedro-mlflow's hooks run before these (plugins are registered after project hooks and
+pluggy calls the latest first), so its run is active in ``before_pipeline_run``.
+"""
 
 from __future__ import annotations
 
 import logging
 import platform
-import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
+from kedro.pipeline import Pipeline
 
-from multitask_cnn.config import ConfigError, validate_parameters
-from multitask_cnn.training.device import resolve_device
+from multitask_cnn.config import ConfigError, effective_parameters, validate_parameters
+from multitask_cnn.provenance import git_state
+from multitask_cnn.training import resolve_device
 
 logger = logging.getLogger(__name__)
 
+PARAMS_PREFIX = "params:"
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (kedro-mlflow's ``flatten: true``, sep ".")."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
 
 class ValidateParametersHook:
-    """Check the whole parameter tree once, before any node (or MLflow run) starts.
+    """Check the whole parameter tree once, before any node (or MLflow run) starts,
+    then give every ``params:`` input its effective value (defaults filled in), so
+    that the nodes run with, and kedro-mlflow logs, the same values.
 
     A bad task kind, an unknown key or a value of the wrong type stops the run here
     with a message naming the key and its file, instead of minutes later.
@@ -36,40 +70,104 @@ class ValidateParametersHook:
                 raise ConfigError(f"Invalid parameters:\n  - parameter '{key}': {error}") from None
         logger.info("Parameters validated (env %r)", context.env)
 
+    @hook_impl
+    def after_catalog_created(self, catalog, parameters: dict[str, Any]) -> None:
+        # `parameters` maps catalog names ("params:training", ...) to values; the
+        # whole tree is under "parameters".
+        effective = effective_parameters(parameters["parameters"])
+        for name in [n for n in catalog.keys() if n.startswith(PARAMS_PREFIX)]:  # noqa: SIM118
+            found, value = _lookup(effective, name.removeprefix(PARAMS_PREFIX))
+            if found:
+                catalog[name] = MemoryDataset(value, copy_mode="deepcopy")
+        if "parameters" in catalog:
+            catalog["parameters"] = MemoryDataset(effective, copy_mode="deepcopy")
 
-def _git(project_path: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", *args], cwd=project_path, capture_output=True,
-                                text=True, timeout=10, check=True)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip()
+
+def _pipeline_params(pipeline: Pipeline, catalog) -> dict[str, Any]:
+    """Every parameter the pipeline's nodes consume, flattened as kedro-mlflow does."""
+    params: dict[str, Any] = {}
+    for name in sorted(pipeline.inputs()):
+        if name.startswith(PARAMS_PREFIX):
+            params |= _flatten({name.removeprefix(PARAMS_PREFIX): catalog.load(name)})
+    return params
 
 
 class ReproducibilityHook:
-    """Tag the MLflow run with what a teammate needs to repeat it: the git commit
-    (and whether the tree had uncommitted changes), the Kedro environment, the torch
-    build and device; attach the pinned ``requirements.lock``.
-
-    kedro-mlflow's hooks run first (plugins are registered after project hooks and
-    pluggy calls the latest first), so its run is active here.
-    """
+    """Tag the MLflow run with the git commit (and whether the tree had uncommitted or
+    untracked files), the Kedro environment, the torch build and device; attach the
+    pinned ``requirements.lock``; log every parameter the pipeline consumes, also
+    those of nodes that ``--only-missing-outputs`` skips."""
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog) -> None:
         if mlflow.active_run() is None:
             return
         project_path = Path(run_params.get("project_path") or ".")
-        commit = _git(project_path, "rev-parse", "HEAD")
-        status = _git(project_path, "status", "--porcelain", "--untracked-files=no")
-        mlflow.set_tags({
-            "git.commit": commit or "unknown",
-            "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+        mlflow.set_tags(git_state(project_path) | {
             "kedro.env": str(run_params.get("env") or "local"),
             "torch.version": torch.__version__,
             "cuda.available": str(torch.cuda.is_available()).lower(),
             "python.version": platform.python_version(),
         })  # fmt: skip
+        mlflow.log_params(_pipeline_params(pipeline, catalog))
         lock = project_path / "requirements.lock"
         if lock.is_file():
             mlflow.log_artifact(str(lock), "environment")
+
+
+def _is_mlflow_artifact(dataset: Any) -> bool:
+    return hasattr(dataset, "artifact_path") and hasattr(dataset, "_logging_activated")
+
+
+class ReusedOutputsHook:
+    """With ``kedro run --only-missing-outputs`` Kedro skips nodes whose outputs are
+    on disk, and their MLflow artifacts would be missing from the new run. After the
+    run, this logs the files of those reused outputs as the run's artifacts and tags
+    the run with the nodes it reused (``kedro.reused_nodes``)."""
+
+    def __init__(self) -> None:
+        self._ran: set[str] = set()
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._ran = set()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self._ran.add(node.name)
+
+    @hook_impl
+    def after_pipeline_run(self, pipeline: Pipeline, catalog) -> None:
+        reused = [node for node in pipeline.nodes if node.name not in self._ran]
+        if not reused or mlflow.active_run() is None:
+            return
+        mlflow.set_tag("kedro.reused_nodes", ",".join(sorted(n.name for n in reused)))
+        for name in _outputs(reused):
+            dataset = catalog.get(name) if name in catalog else None
+            if dataset is not None and _is_mlflow_artifact(dataset) and dataset.exists():
+                mlflow.log_artifact(str(dataset._filepath), dataset.artifact_path)
+                logger.info("Logged reused output %r from %s", name, dataset._filepath)
+
+
+def _outputs(nodes: Iterable) -> set[str]:
+    return {name for node in nodes for name in node.outputs}
+
+
+class CheckpointTagsHook:
+    """Whenever a run loads a checkpoint, tag the run with where it came from: the
+    MLflow run and git commit that trained it and the fingerprint of its data."""
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        if dataset_name != "multitask_checkpoint" or mlflow.active_run() is None:
+            return
+        provenance = data.get("provenance", {}) if isinstance(data, dict) else {}
+        mlflow.set_tags({
+            "checkpoint.run_id": str(provenance.get("mlflow.run_id")),
+            "checkpoint.git_commit": str(provenance.get("git.commit")),
+            "checkpoint.git_dirty": str(provenance.get("git.dirty")),
+            "checkpoint.epoch": str(data.get("epoch")) if isinstance(data, dict) else "None",
+            "checkpoint.train_fingerprint": str(
+                data.get("input_fingerprint", {}).get("train") if isinstance(data, dict) else None
+            ),
+        })  # fmt: skip

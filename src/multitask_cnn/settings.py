@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
-from kedro.utils import find_kedro_project
 
-from multitask_cnn.hooks import ReproducibilityHook, ValidateParametersHook
-
-
-def project_root() -> Path:
-    """The Kedro project that contains the current directory, else this checkout."""
-    found = find_kedro_project(Path.cwd())
-    return Path(found) if found else Path(__file__).resolve().parents[2]
+from multitask_cnn.hooks import (
+    CheckpointTagsHook,
+    ReproducibilityHook,
+    ReusedOutputsHook,
+    ValidateParametersHook,
+)
+from multitask_cnn.provenance import project_root
 
 
 def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
@@ -35,7 +33,12 @@ def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:
     return (project_root() / dirname).as_uri()
 
 
-HOOKS = (ValidateParametersHook(), ReproducibilityHook())
+HOOKS = (
+    ValidateParametersHook(),
+    ReproducibilityHook(),
+    ReusedOutputsHook(),
+    CheckpointTagsHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -10,7 +10,7 @@ from multitask_cnn.data.fashion_mnist import (
     find_fashion_mnist,
     read_fashion_mnist,
 )
-from multitask_cnn.datasets import FashionMNISTDataset
+from multitask_cnn.io import FashionMNISTDataset
 
 
 def _write_idx(path: Path, array: np.ndarray, gz: bool) -> None:

@@ -1,7 +1,26 @@
 import numpy as np
 import pytest
 
-from multitask_cnn.data.multifashion import compose_multifashion, draw_pairs
+from multitask_cnn.data.multifashion import compose_multifashion, draw_pairs, split_pool
+
+
+def _placements(item: np.ndarray, low: int, high: int, size: int = 36) -> np.ndarray:
+    """``item`` pasted at every offset in ``[low, high]^2`` of a blank canvas."""
+    h, w = item.shape
+    offsets = [(r, c) for r in range(low, high + 1) for c in range(low, high + 1)]
+    out = np.zeros((len(offsets), size, size), item.dtype)
+    for k, (r, c) in enumerate(offsets):
+        out[k, r : r + h, c : c + w] = item
+    return out
+
+
+def _follows_the_recipe(
+    canvas: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> bool:
+    """Is ``canvas`` the pixel max of ``left`` at an offset in [0, 4]^2 and ``right``
+    at one in [4, 8]^2 (36x36 canvas, 28x28 items, max_shift 4)?"""
+    both = np.maximum(_placements(left, 0, 4)[:, None], _placements(right, 4, 8)[None])
+    return bool((both == canvas).all(axis=(2, 3)).any())
 
 
 def test_pairs_always_have_different_classes(fashion_mnist_small):
@@ -13,39 +32,83 @@ def test_pairs_always_have_different_classes(fashion_mnist_small):
 
 def test_composites_match_the_pareto_mtl_recipe(fashion_mnist_small):
     images, labels = fashion_mnist_small.train_images, fashion_mnist_small.train_labels
-    canvas, tasks = compose_multifashion(images, labels, 300, np.random.default_rng(1))
+    canvas, tasks, source = compose_multifashion(
+        images, labels, 300, np.random.default_rng(1)
+    )
     assert canvas.shape == (300, 36, 36) and canvas.dtype == np.uint8
     assert set(tasks) == {"left", "right"}
     assert (tasks["left"] != tasks["right"]).all()
     assert tasks["left"].dtype == np.int64
-    # Recover each item's placement: the left item sits at offset (r, c) in [0, 4]^2,
-    # the right one at [4, 8]^2, and the canvas is their pixel-wise max.
-    rng = np.random.default_rng(1)
-    left_idx, right_idx = draw_pairs(labels, 300, rng)
-    shifts = rng.integers(0, 5, size=(4, 300))
-    for k in range(0, 300, 37):
-        expected = np.zeros((36, 36), np.uint8)
-        r, c = shifts[0, k], shifts[1, k]
-        expected[r : r + 28, c : c + 28] = images[left_idx[k]]
-        other = np.zeros((36, 36), np.uint8)
-        r2, c2 = 8 - shifts[2, k], 8 - shifts[3, k]
-        assert 4 <= r2 <= 8 and 4 <= c2 <= 8
-        other[r2 : r2 + 28, c2 : c2 + 28] = images[right_idx[k]]
-        np.testing.assert_array_equal(canvas[k], np.maximum(expected, other))
-        assert tasks["left"][k] == labels[left_idx[k]]
+    assert source.shape == (300, 2) and source.dtype == np.int64
+    np.testing.assert_array_equal(tasks["left"], labels[source[:, 0]])
+    np.testing.assert_array_equal(tasks["right"], labels[source[:, 1]])
+    # the returned source images, placed by the recipe, give the canvas back
+    for k in range(0, 300, 13):
+        assert _follows_the_recipe(
+            canvas[k], images[source[k, 0]], images[source[k, 1]]
+        )
+    # and a wrong source does not (so the check above can fail)
+    assert not _follows_the_recipe(
+        canvas[0], images[source[1, 0]], images[source[0, 1]]
+    )
+
+
+def test_pool_limits_the_source_images(fashion_mnist_small):
+    images, labels = fashion_mnist_small.train_images, fashion_mnist_small.train_labels
+    pool = np.arange(1000, 1600)
+    canvas, tasks, source = compose_multifashion(
+        images, labels, 400, np.random.default_rng(2), pool=pool
+    )
+    assert np.isin(source, pool).all()  # indices into `images`, not into the pool
+    np.testing.assert_array_equal(tasks["right"], labels[source[:, 1]])
+    for k in range(0, 400, 40):
+        assert _follows_the_recipe(
+            canvas[k], images[source[k, 0]], images[source[k, 1]]
+        )
 
 
 def test_same_seed_same_data_other_seed_other_data(fashion_mnist_small):
     args = (fashion_mnist_small.train_images, fashion_mnist_small.train_labels, 100)
-    a, la = compose_multifashion(*args, np.random.default_rng(7))
-    b, lb = compose_multifashion(*args, np.random.default_rng(7))
-    c, _ = compose_multifashion(*args, np.random.default_rng(8))
+    a, la, sa = compose_multifashion(*args, np.random.default_rng(7))
+    b, lb, sb = compose_multifashion(*args, np.random.default_rng(7))
+    c, _, sc = compose_multifashion(*args, np.random.default_rng(8))
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la["right"], lb["right"])
-    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(sa, sb)
+    assert not np.array_equal(a, c) and not np.array_equal(sa, sc)
 
 
 def test_canvas_too_small_for_the_shift_is_refused(fashion_mnist_small):
     with pytest.raises(ValueError, match="canvas_size=30"):
         compose_multifashion(fashion_mnist_small.train_images, fashion_mnist_small.train_labels,
                              10, np.random.default_rng(0), canvas_size=30, max_shift=4)  # fmt: skip
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.25, 0.5])
+def test_val_pool_is_disjoint_and_stratified(fashion_mnist_small, val_fraction):
+    labels = fashion_mnist_small.train_labels
+    train_idx, val_idx = split_pool(labels, val_fraction, np.random.default_rng(0))
+    assert train_idx.dtype == val_idx.dtype == np.int64
+    assert np.intersect1d(train_idx, val_idx).size == 0
+    np.testing.assert_array_equal(
+        np.union1d(train_idx, val_idx), np.arange(len(labels))
+    )
+    per_class = np.bincount(labels, minlength=10)
+    in_val = np.bincount(labels[val_idx], minlength=10)
+    assert (np.abs(in_val - val_fraction * per_class) <= 1).all(), (in_val, per_class)
+
+
+def test_val_pool_is_seeded(fashion_mnist_small):
+    labels = fashion_mnist_small.train_labels
+    a = split_pool(labels, 0.2, np.random.default_rng(5))[1]
+    b = split_pool(labels, 0.2, np.random.default_rng(5))[1]
+    c = split_pool(labels, 0.2, np.random.default_rng(6))[1]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_val_pool_needs_images_on_both_sides():
+    with pytest.raises(ValueError, match="val_fraction=0.1 of 3 images"):
+        split_pool(np.array([0, 1, 2]), 0.1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        split_pool(np.array([0, 1, 2]), 1.0, np.random.default_rng(0))

@@ -6,22 +6,46 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
 from multitask_cnn.data.fashion_mnist import FashionMNIST
+from multitask_cnn.data.multifashion import split_pool
 from multitask_cnn.pipelines.data_prep import create_pipeline
 from multitask_cnn.pipelines.data_prep.nodes import compose_splits
+from multitask_cnn.seeds import numpy_generator
 
 
-def test_pipeline_builds_normalised_splits(fashion_mnist_small, data_prep_params, tmp_path):
+def _assert_same_split(a: dict, b: dict) -> None:
+    np.testing.assert_array_equal(a["images"], b["images"])
+    np.testing.assert_array_equal(a["source_index"], b["source_index"])
+    for task in ("left", "right"):
+        np.testing.assert_array_equal(a["labels"][task], b["labels"][task])
+
+
+def _lies_under(canvas: np.ndarray, item: np.ndarray, low: int, high: int) -> bool:
+    """Is ``item`` covered by ``canvas`` (a pixel max) at an offset in [low, high]^2?"""
+    h, w = item.shape
+    offsets = [(r, c) for r in range(low, high + 1) for c in range(low, high + 1)]
+    return any((canvas[r : r + h, c : c + w] >= item).all() for r, c in offsets)
+
+
+def test_pipeline_builds_normalised_splits(
+    fashion_mnist_small, data_prep_params, tmp_path
+):
     catalog = DataCatalog({
         "fashion_mnist": MemoryDataset(fashion_mnist_small),
         "params:data_prep": MemoryDataset(data_prep_params),
         "normalisation_stats": JSONDataset(filepath=str(tmp_path / "stats.json")),
     })  # fmt: skip
     SequentialRunner().run(create_pipeline(), catalog)
-    train, val, test = (catalog.load(f"model_input_{s}") for s in ("train", "val", "test"))
-    assert train["images"].shape == (900, 1, 36, 36) and train["images"].dtype == torch.float32
+    train, val, test = (
+        catalog.load(f"model_input_{s}") for s in ("train", "val", "test")
+    )
+    assert (
+        train["images"].shape == (900, 1, 36, 36)
+        and train["images"].dtype == torch.float32
+    )
     assert val["images"].shape == (300, 1, 36, 36)
     assert test["images"].shape == (400, 1, 36, 36)
     assert train["labels"]["left"].dtype == torch.int64
+    assert set(train) == {"images", "labels"}  # source_index stays out of the tensors
     # normalised with train statistics only: train is exactly standardised, test is not
     assert abs(train["images"].mean().item()) < 1e-4
     assert abs(train["images"].std().item() - 1) < 1e-3
@@ -33,7 +57,9 @@ def test_pipeline_builds_normalised_splits(fashion_mnist_small, data_prep_params
     assert set(report["class_name"]) >= {"Sneaker", "Ankle boot"}
 
 
-def test_splits_draw_from_their_official_split_only(fashion_mnist_small, data_prep_params):
+def test_splits_draw_from_their_official_split_only(
+    fashion_mnist_small, data_prep_params
+):
     # mark every official train image 50 and every test image 200 (labels stay real)
     marked = FashionMNIST(
         np.full_like(fashion_mnist_small.train_images, 50), fashion_mnist_small.train_labels,
@@ -47,5 +73,72 @@ def test_splits_draw_from_their_official_split_only(fashion_mnist_small, data_pr
 
 
 def test_val_fraction_must_leave_both_splits(fashion_mnist_small):
-    with pytest.raises(ValueError, match="val_fraction=0.0001 leaves no train or no val"):
-        compose_splits(fashion_mnist_small, {"n_train": 100, "n_test": 10, "val_fraction": 0.0001})
+    with pytest.raises(
+        ValueError, match="val_fraction=0.0001 leaves no train or no val"
+    ):
+        compose_splits(
+            fashion_mnist_small, {"n_train": 100, "n_test": 10, "val_fraction": 0.0001}
+        )
+
+
+def test_train_and_val_composites_share_no_source_image(
+    fashion_mnist_small, data_prep_params
+):
+    splits = compose_splits(fashion_mnist_small, data_prep_params)
+    train, val = splits["train"]["source_index"], splits["val"]["source_index"]
+    assert train.shape == (900, 2) and val.shape == (300, 2)
+    assert train.dtype == val.dtype == np.int64
+    assert np.intersect1d(train, val).size == 0
+    # val composites come from the seeded, stratified val pool of official train images
+    seed, val_fraction = data_prep_params["seed"], data_prep_params["val_fraction"]
+    rng = numpy_generator(seed, "val_pool")
+    _, val_pool = split_pool(fashion_mnist_small.train_labels, val_fraction, rng)
+    assert np.isin(val, val_pool).all() and not np.isin(train, val_pool).any()
+
+
+def test_source_index_gives_each_composites_items(
+    fashion_mnist_small, data_prep_params
+):
+    fm = fashion_mnist_small
+    splits = compose_splits(fm, data_prep_params)
+    for split, data in splits.items():
+        images, labels = (
+            (fm.test_images, fm.test_labels)
+            if split == "test"
+            else (fm.train_images, fm.train_labels)
+        )
+        source = data["source_index"]
+        assert source.shape == (len(data["images"]), 2)
+        assert 0 <= source.min() and source.max() < len(labels)
+        np.testing.assert_array_equal(data["labels"]["left"], labels[source[:, 0]])
+        np.testing.assert_array_equal(data["labels"]["right"], labels[source[:, 1]])
+        for k in range(0, len(source), 50):
+            assert _lies_under(data["images"][k], images[source[k, 0]], 0, 4)
+            assert _lies_under(data["images"][k], images[source[k, 1]], 4, 8)
+
+
+def test_n_test_does_not_move_train_or_val(fashion_mnist_small, data_prep_params):
+    base = compose_splits(fashion_mnist_small, data_prep_params)
+    other = compose_splits(fashion_mnist_small, {**data_prep_params, "n_test": 450})
+    assert len(other["test"]["images"]) == 450
+    _assert_same_split(base["train"], other["train"])
+    _assert_same_split(base["val"], other["val"])
+
+
+def test_n_train_does_not_move_test(fashion_mnist_small, data_prep_params):
+    base = compose_splits(fashion_mnist_small, data_prep_params)
+    other = compose_splits(fashion_mnist_small, {**data_prep_params, "n_train": 1600})
+    assert len(other["train"]["images"]) == 1200 and len(other["val"]["images"]) == 400
+    _assert_same_split(base["test"], other["test"])
+
+
+def test_same_seed_same_splits_other_seed_other_splits(
+    fashion_mnist_small, data_prep_params
+):
+    a = compose_splits(fashion_mnist_small, data_prep_params)
+    b = compose_splits(fashion_mnist_small, data_prep_params)
+    c = compose_splits(fashion_mnist_small, {**data_prep_params, "seed": 4})
+    for split in ("train", "val", "test"):
+        _assert_same_split(a[split], b[split])
+        assert not np.array_equal(a[split]["images"], c[split]["images"])
+        assert not np.array_equal(a[split]["source_index"], c[split]["source_index"])

@@ -1,13 +1,12 @@
 import json
 
 import pytest
-import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
 
-from multitask_cnn.datasets import TorchDataset
+from multitask_cnn.io import TorchDataset
 from multitask_cnn.pipelines import evaluation, multitask_training
 
 TRAINING = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
@@ -66,12 +65,3 @@ def test_evaluation_refuses_tasks_the_model_was_not_trained_on(catalog):
     })  # fmt: skip
     with pytest.raises(ValueError, match=r"tasks \['other'\] are not in the checkpoint"):
         SequentialRunner().run(evaluation.create_pipeline(), catalog)
-
-
-def test_torch_dataset_never_leaves_half_written_files(tmp_path):
-    dataset = TorchDataset(str(tmp_path / "sub" / "x.pt"))
-    dataset.save({"a": torch.arange(3)})
-    with pytest.raises(Exception):
-        dataset.save({"a": lambda: None})  # not picklable: save fails midway
-    assert dataset.load()["a"].tolist() == [0, 1, 2]  # the old file survives intact
-    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.pt"]

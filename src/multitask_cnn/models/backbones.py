@@ -8,13 +8,17 @@ transfer maps parameters by stage name, so stage names are part of the contract.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["BACKBONES", "Backbone", "get_backbone", "register_backbone"]
+from multitask_cnn.registry import Registry
+
+__all__ = ["BACKBONES", "Backbone", "backbone_defaults", "get_backbone", "register_backbone"]
 
 
 class Backbone(nn.Module):
@@ -36,31 +40,32 @@ class Backbone(nn.Module):
 
 
 BackboneFactory = Callable[..., Backbone]
-BACKBONES: dict[str, BackboneFactory] = {}
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Register a backbone factory under ``name``; duplicates are refused."""
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    """Register a backbone factory (keyword-only arguments) under ``name``."""
+    return BACKBONES.register(name)
 
 
-def get_backbone(name: str, **kwargs) -> Backbone:
+def get_backbone(name: str, **kwargs: Any) -> Backbone:
     """Build the backbone registered as ``name`` with keyword arguments ``kwargs``."""
+    factory = BACKBONES.get(name)
     try:
-        factory = BACKBONES[name]
-    except KeyError:
-        raise KeyError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}") from None
-    try:
-        return factory(**kwargs)
+        inspect.signature(factory).bind(**kwargs)
     except TypeError as error:
         raise TypeError(f"model.backbone_args for {name!r}: {error}") from None
+    return factory(**kwargs)
+
+
+def backbone_defaults(name: str) -> dict[str, Any]:
+    """The factory's default arguments that a YAML file can set (plain values only)."""
+    plain = (bool, int, float, str, tuple, list, type(None))
+    return {
+        arg: list(p.default) if isinstance(p.default, tuple) else p.default
+        for arg, p in inspect.signature(BACKBONES.get(name)).parameters.items()
+        if p.default is not inspect.Parameter.empty and isinstance(p.default, plain)
+    }
 
 
 def _conv_stage(conv: nn.Conv2d, norm: nn.Module | None, pool: bool) -> nn.Sequential:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from multitask_cnn.config import ModelConfig, TaskSpec
+from multitask_cnn.tasks import TaskSpec
 
 from .backbones import Backbone, get_backbone
 
@@ -82,11 +83,18 @@ class MultiTaskModel(nn.Module):
         return outputs
 
 
-def build_model(model_params: ModelConfig, tasks: Mapping[str, TaskSpec]) -> MultiTaskModel:
-    """Build the multi-task model described by the ``model`` and ``tasks`` parameters."""
-    backbone = get_backbone(model_params.backbone, **model_params.backbone_args)
-    heads = {name: build_head(backbone.out_features, spec) for name, spec in tasks.items()}
-    return MultiTaskModel(backbone, heads, shared_stages=model_params.shared_stages)
+def build_model(
+    tasks: Mapping[str, TaskSpec],
+    backbone: str = "lenet",
+    *,
+    backbone_args: Mapping[str, Any] | None = None,
+    shared_stages: int | None = None,
+) -> MultiTaskModel:
+    """The multi-task model: ``backbone`` (a registered name) shared up to
+    ``shared_stages``, one head per task of ``tasks``."""
+    network = get_backbone(backbone, **dict(backbone_args or {}))
+    heads = {name: build_head(network.out_features, spec) for name, spec in tasks.items()}
+    return MultiTaskModel(network, heads, shared_stages=shared_stages)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -1,22 +1,27 @@
-"""Training: devices, task kinds (losses), loss weighting strategies and the loop."""
+"""Training: devices, optimizers, loss weighting, batch sources, the loop and its state."""
 
-from .device import resolve_device, seed_everything
-from .kinds import TASK_KINDS, TaskKind
-from .loop import FitResult, Split, evaluate, fit, predict, train_one_epoch
+from .device import resolve_device
+from .loop import NonFiniteLossError, evaluate, fit, predict, train_one_epoch
+from .optimizers import OPTIMIZERS, build_optimizer
+from .sources import Batch, BatchSource, InMemorySource, Split
+from .state import TrainState
 from .weighting import WEIGHTINGS, Weighting, get_weighting
 
 __all__ = [
-    "TASK_KINDS",
+    "OPTIMIZERS",
     "WEIGHTINGS",
-    "FitResult",
+    "Batch",
+    "BatchSource",
+    "InMemorySource",
+    "NonFiniteLossError",
     "Split",
-    "TaskKind",
+    "TrainState",
     "Weighting",
+    "build_optimizer",
     "evaluate",
     "fit",
     "get_weighting",
     "predict",
     "resolve_device",
-    "seed_everything",
     "train_one_epoch",
 ]

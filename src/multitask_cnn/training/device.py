@@ -1,14 +1,10 @@
-"""Device choice and seeding, both driven by parameters."""
+"""Device choice, driven by parameters; nothing assumes CUDA."""
 
 from __future__ import annotations
 
-import logging
-import random
-
-import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+__all__ = ["resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -26,21 +22,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"training.device={name!r} but CUDA is not available here; use auto or cpu"
-            )
+            raise RuntimeError(f"device {name!r} but CUDA is not available here; use auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(
-                f"training.device={name!r} but only {torch.cuda.device_count()} GPU(s) exist"
+                f"device {name!r} but only {torch.cuda.device_count()} GPU(s) exist"
             )
     if device.type == "mps" and not _mps_available():
-        raise RuntimeError(f"training.device={name!r} but MPS is not available here")
+        raise RuntimeError(f"device {name!r} but MPS is not available here")
     return device
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator for data order."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)

@@ -1,208 +1,226 @@
-"""Training and evaluation loops over in-memory tensors.
+"""Training and evaluation loops over batch sources.
 
-``train_one_epoch`` and ``evaluate`` do one pass each; ``fit`` drives them with early
-stopping on ``val.loss`` and keeps the best epoch's weights. Nothing here writes
-files or talks to MLflow: ``fit`` reports each epoch through ``on_epoch_end``.
+``train_one_epoch`` and ``evaluate`` do one pass each over a
+:class:`~multitask_cnn.training.sources.BatchSource`; ``fit`` drives them with early
+stopping on ``val.loss`` and leaves the model holding the best epoch's weights.
+Metrics accumulate on the device and are read once per pass (no per-step host sync,
+except the non-finite check, which reads a flag every ``check_every`` steps).
+
+Loss definitions (the same for ``train`` and ``val``):
+``<task>.loss`` is the task's loss averaged over the rows that carry a label for it;
+``loss`` is the unweighted sum of the task losses. The weighting strategy changes
+what is back-propagated, not these numbers.
+
+Nothing here writes files or talks to MLflow: ``fit`` reports each epoch through
+``on_epoch_end``.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .kinds import TaskKind
+from multitask_cnn.tasks import TaskKind
+
+from .sources import BatchSource
+from .state import TrainState
 from .weighting import Weighting
 
-__all__ = ["FitResult", "Split", "evaluate", "fit", "iterate_batches", "predict", "train_one_epoch"]
+__all__ = ["NonFiniteLossError", "evaluate", "fit", "predict", "train_one_epoch"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Split:
-    """Images ``(N, C, H, W)`` float32 and one label tensor ``(N,)`` per task."""
+class NonFiniteLossError(FloatingPointError):
+    """A task's loss became NaN or infinite; the message names task, epoch and step."""
 
-    images: torch.Tensor
-    labels: Mapping[str, torch.Tensor]
 
-    @classmethod
-    def from_model_input(cls, data: Mapping[str, Any], label_of: Mapping[str, str]) -> Split:
-        """Pick each task's labels (``label_of[task]``) from a model-input dict."""
-        missing = {t: name for t, name in label_of.items() if name not in data["labels"]}
-        if missing:
-            raise KeyError(
-                f"model input has no labels {missing}; it has {sorted(data['labels'])}"
+class _Sums:
+    """Running (sum, count) pairs on the device, read once with :meth:`means`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
+        if name not in self.sums:
+            self.sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.counts[name] = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.sums[name] += total.detach().to(torch.float64)
+        self.counts[name] += count.detach()
+
+    def means(self) -> dict[str, float]:
+        names = list(self.sums)
+        if not names:
+            return {}
+        sums = torch.stack([self.sums[n] for n in names]).tolist()  # the one host sync
+        counts = torch.stack([self.counts[n] for n in names]).tolist()
+        return {n: (s / c if c else math.nan) for n, s, c in zip(names, sums, counts, strict=True)}
+
+
+def _summarise(means: Mapping[str, float], tasks: list[str]) -> dict[str, float]:
+    """Per-task metrics as ``<task>.<metric>`` and ``loss`` = sum of the task losses."""
+    metrics = {"loss": sum(means[f"{t}.loss"] for t in tasks if not math.isnan(means[f"{t}.loss"]))}
+    return metrics | dict(means)
+
+
+class _FiniteGuard:
+    """Remembers, on the device, the first step at which each task's loss was not
+    finite; :meth:`check` reads it (a host sync) and raises."""
+
+    def __init__(self, tasks: list[str], device: torch.device, epoch: int | None) -> None:
+        self.tasks, self.epoch = tasks, epoch
+        self.first_bad = torch.full((len(tasks),), -1, dtype=torch.int64, device=device)
+
+    def update(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
+        bad = ~torch.isfinite(torch.stack([losses[t].detach() for t in self.tasks]))
+        self.first_bad = torch.where((self.first_bad < 0) & bad, step, self.first_bad)
+
+    def check(self, n_steps: int) -> None:
+        first_bad = self.first_bad.tolist()
+        hits = [(step, task) for task, step in zip(self.tasks, first_bad, strict=True) if step >= 0]
+        if hits:
+            step, task = min(hits)
+            where = f"epoch {self.epoch}, " if self.epoch is not None else ""
+            raise NonFiniteLossError(
+                f"task {task!r}: the loss is not finite at {where}step {step} of {n_steps}. "
+                "Nothing was saved for this run. Check the inputs and labels of that task, "
+                "or lower training.lr."
             )
-        return cls(data["images"], {t: data["labels"][name] for t, name in label_of.items()})
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def iterate_batches(
-    split: Split, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """Yield ``(images, labels)`` mini-batches; shuffled when ``generator`` is given."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else None
-    for start in range(0, n, batch_size):
-        if order is None:
-            index = slice(start, start + batch_size)
-        else:
-            index = order[start : start + batch_size]
-        yield split.images[index], {t: y[index] for t, y in split.labels.items()}
-
-
-def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def train_one_epoch(
     model: nn.Module,
-    split: Split,
+    source: BatchSource,
     kinds: Mapping[str, TaskKind],
     weighting: Weighting,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-    batch_size: int,
-    generator: torch.Generator,
+    *,
+    epoch: int | None = None,
+    check_every: int | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
-    """One pass over ``split``; returns the mean total and per-task training losses."""
+    """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled rows.
+
+    Raises :class:`NonFiniteLossError` when a task's loss is NaN or infinite; the check
+    reads the device every ``check_every`` steps (default: every step on the CPU, where
+    it is free, before the optimizer step; every 50 steps elsewhere).
+    """
     model.train()
-    totals = {task: 0.0 for task in kinds} | {"loss": 0.0}
-    seen = 0
-    n_batches = -(-len(split) // batch_size)
-    bar = tqdm(iterate_batches(split, batch_size, generator), total=n_batches, desc=desc,
-               leave=False, disable=None)  # disable=None: quiet when not a terminal
-    for images, labels in bar:
-        images, labels = images.to(device, non_blocking=True), _to(labels, device)
-        outputs = model(images)
-        losses = {task: kinds[task].loss(outputs[task], labels[task]) for task in kinds}
+    tasks = list(kinds)
+    sums = _Sums(device)
+    guard = _FiniteGuard(tasks, device, epoch)
+    n_steps = len(source)
+    if check_every is None:
+        check_every = 1 if device.type == "cpu" else 50
+    bar = tqdm(source, total=n_steps, desc=desc, leave=False, disable=None)  # quiet off a tty
+    for step, batch in enumerate(bar, start=1):
+        batch = batch.to(device)
+        outputs = model(batch.images)
+        losses = {}
+        for task, kind in kinds.items():
+            total, count = kind.loss_sums(batch.task_rows(task, outputs[task]), batch.labels[task])
+            sums.add(f"{task}.loss", total, count)
+            losses[task] = total / count.clamp(min=1)
+        guard.update(step, losses)
+        if step % check_every == 0:
+            guard.check(n_steps)  # before the step: the weights stay finite
         loss = weighting.combine(losses)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        size = len(images)
-        seen += size
-        totals["loss"] += loss.item() * size
-        for task, value in losses.items():
-            totals[task] += value.item() * size
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return {
-        ("loss" if key == "loss" else f"{key}.loss"): value / max(seen, 1)
-        for key, value in totals.items()
-    }
+    guard.check(n_steps)
+    return _summarise(sums.means(), tasks)
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
-) -> dict[str, torch.Tensor]:
-    """Model outputs for ``images``, per task, on the CPU."""
+def predict(model: nn.Module, source: BatchSource, device: torch.device) -> dict[str, torch.Tensor]:
+    """Model outputs for every row of ``source`` (in order), per task, on the CPU."""
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(images), batch_size):
-        outputs = model(images[start : start + batch_size].to(device, non_blocking=True))
+    for batch in source:
+        outputs = model(batch.images.to(device, non_blocking=True))
         for task, out in outputs.items():
-            chunks.setdefault(task, []).append(out.float().cpu())
+            chunks.setdefault(task, []).append(batch.task_rows(task, out).float().cpu())
     return {task: torch.cat(parts) for task, parts in chunks.items()}
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
-    split: Split,
-    kinds: Mapping[str, TaskKind],
-    device: torch.device,
-    batch_size: int,
+    model: nn.Module, source: BatchSource, kinds: Mapping[str, TaskKind], device: torch.device
 ) -> dict[str, float]:
-    """Loss (unweighted sum over tasks), per-task loss and, for classifiers, accuracy."""
-    outputs = predict(model, split.images, device, batch_size)
-    metrics: dict[str, float] = {"loss": 0.0}
-    for task, kind in kinds.items():
-        target = split.labels[task]
-        task_loss = kind.loss(outputs[task], target).item()
-        metrics[f"{task}.loss"] = task_loss
-        metrics["loss"] += task_loss
-        if not target.is_floating_point():
-            mask = kind.mask(target)
-            correct = (kind.predict(outputs[task])[mask] == target[mask]).float()
-            metrics[f"{task}.accuracy"] = correct.mean().item() if mask.any() else float("nan")
-    return metrics
-
-
-@dataclass
-class FitResult:
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int  # 1-based
-    optimizer_state: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped_early: bool = False
+    """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
+    (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression)."""
+    model.eval()
+    sums = _Sums(device)
+    for batch in source:
+        batch = batch.to(device)
+        outputs = model(batch.images)
+        for task, kind in kinds.items():
+            output, target = batch.task_rows(task, outputs[task]), batch.labels[task]
+            sums.add(f"{task}.loss", *kind.loss_sums(output, target))
+            for name, (total, count) in kind.running_sums(output, target).items():
+                sums.add(f"{task}.{name}", total, count)
+    return _summarise(sums.means(), list(kinds))
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 def fit(
-    model: nn.Module,
-    train: Split,
-    val: Split,
+    state: TrainState,
+    train: BatchSource,
+    val: BatchSource,
     kinds: Mapping[str, TaskKind],
-    weighting: Weighting,
-    optimizer: torch.optim.Optimizer,
     device: torch.device,
     *,
     epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
     patience: int,
     min_delta: float = 0.0,
-    generator: torch.Generator,
+    prefix: str = "",
     on_epoch_end: EpochCallback | None = None,
-) -> FitResult:
-    """Train for up to ``epochs``, stop after ``patience`` epochs without a better
-    ``val.loss`` (by more than ``min_delta``), and return the best epoch's weights."""
-    model.to(device)
-    best_loss, best_epoch, best_state, best_opt = float("inf"), 0, None, None
-    history: list[dict[str, float]] = []
-    stopped_early = False
-    for epoch in range(1, epochs + 1):
+) -> TrainState:
+    """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
+    ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
+    than ``min_delta``. Returns ``state`` with the model holding the best weights.
+
+    Metric names take ``prefix`` (``"baseline.left."``), so several models can train
+    in one MLflow run.
+    """
+    model, weighting = state.model, state.weighting
+    while state.epoch < epochs and not state.stopped_early:
+        epoch = state.epoch + 1
         tick = time.perf_counter()
-        train_metrics = train_one_epoch(model, train, kinds, weighting, optimizer, device,
-                                        batch_size, generator, desc=f"epoch {epoch}/{epochs}")
-        val_metrics = evaluate(model, val, kinds, device, eval_batch_size)
-        record = {"epoch": epoch}
-        record |= {f"train.{k}": v for k, v in train_metrics.items()}
-        record |= {f"val.{k}": v for k, v in val_metrics.items()}
-        record |= {f"weight.{t}": float(w) for t, w in weighting.weights.items()}
-        record["epoch_seconds"] = time.perf_counter() - tick
-        history.append(record)
+        train_metrics = train_one_epoch(model, train, kinds, weighting, state.optimizer, device,
+                                        epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}")  # fmt: skip
+        val_metrics = evaluate(model, val, kinds, device)
+        record: dict[str, Any] = {"epoch": epoch}
+        record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
+        record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
+        record |= {f"{prefix}weight.{t}": float(w) for t, w in weighting.weights.items()}
+        record[f"{prefix}epoch_seconds"] = time.perf_counter() - tick
         weighting.on_epoch_end(epoch, {t: train_metrics[f"{t}.loss"] for t in kinds})
+        state.end_epoch(record, val_metrics["loss"], min_delta, patience, train)
         logger.info(
-            "epoch %d/%d  train.loss %.4f  val.loss %.4f  %s  (%.1fs)",
-            epoch, epochs, record["train.loss"], record["val.loss"],
-            "  ".join(f"val.{t}.accuracy {record[f'val.{t}.accuracy']:.4f}"
-                      for t in kinds if f"val.{t}.accuracy" in record),
-            record["epoch_seconds"],
+            "%sepoch %d/%d  train.loss %.4f  val.loss %.4f  %s  (%.1fs)",
+            prefix, epoch, epochs, train_metrics["loss"], val_metrics["loss"],
+            "  ".join(f"val.{t}.accuracy {val_metrics[f'{t}.accuracy']:.4f}"
+                      for t in kinds if f"{t}.accuracy" in val_metrics),
+            record[f"{prefix}epoch_seconds"],
         )  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if val_metrics["loss"] < best_loss - min_delta:
-            best_loss, best_epoch = val_metrics["loss"], epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            best_opt = copy.deepcopy(optimizer.state_dict())
-        elif epoch - best_epoch >= patience:
-            logger.info("early stopping: no better val.loss for %d epochs", patience)
-            stopped_early = True
-            break
-    assert best_state is not None and best_opt is not None  # epochs >= 1
-    return FitResult(best_state, best_epoch, best_opt, history, stopped_early)
+        if state.stopped_early:
+            logger.info("%searly stopping: no better val.loss for %d epochs", prefix, patience)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)  # copies into the live parameters
+    return state

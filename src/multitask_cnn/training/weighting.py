@@ -1,19 +1,23 @@
 """Loss balancing strategies, chosen by name (``training.weighting``).
 
 A strategy turns the per-task losses of one step into the loss to back-propagate and
-reports the task weights it used (logged every epoch). Gradient-aggregation methods
-(MGDA, PCGrad, ...) will come from TorchJD behind this same interface.
+reports the task weights it used (logged every epoch as ``weight.<task>``). Its state
+goes into the :class:`~multitask_cnn.training.TrainState` (``state_dict``), so that a
+strategy that adapts its weights resumes where it stopped. Gradient-aggregation
+methods (MGDA, PCGrad, ...) will come from TorchJD behind this same interface.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from multitask_cnn.config import TaskSpec
+from multitask_cnn.registry import Registry
+from multitask_cnn.tasks import TaskSpec
 
-__all__ = ["WEIGHTINGS", "Weighting", "get_weighting", "register_weighting"]
+__all__ = ["WEIGHTINGS", "Weighting", "get_weighting"]
 
 
 class Weighting:
@@ -28,26 +32,27 @@ class Weighting:
     def on_epoch_end(self, epoch: int, train_losses: Mapping[str, float]) -> None:
         """Hook for strategies that update their weights between epochs."""
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights)}
 
-WEIGHTINGS: dict[str, Callable[[Mapping[str, TaskSpec]], Weighting]] = {}
-
-
-def register_weighting(name: str):
-    def decorator(cls):
-        if name in WEIGHTINGS:
-            raise ValueError(f"weighting {name!r} is already registered")
-        WEIGHTINGS[name] = cls
-        return cls
-
-    return decorator
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if set(state["weights"]) != set(self.weights):
+            raise ValueError(
+                f"weighting state is for tasks {sorted(state['weights'])}, "
+                f"not {sorted(self.weights)}"
+            )
+        self.weights = dict(state["weights"])
 
 
-@register_weighting("equal")
+WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
+
+
+@WEIGHTINGS.register("equal")
 class EqualWeighting(Weighting):
     """Every task weighs 1: the loss is the plain sum of task losses."""
 
 
-@register_weighting("static")
+@WEIGHTINGS.register("static")
 class StaticWeighting(Weighting):
     """Each task weighs its ``loss_weight`` from the task spec."""
 
@@ -57,7 +62,4 @@ class StaticWeighting(Weighting):
 
 
 def get_weighting(name: str, tasks: Mapping[str, TaskSpec]) -> Weighting:
-    try:
-        return WEIGHTINGS[name](tasks)
-    except KeyError:
-        raise KeyError(f"unknown weighting {name!r}; choose from {sorted(WEIGHTINGS)}") from None
+    return WEIGHTINGS.get(name)(tasks)

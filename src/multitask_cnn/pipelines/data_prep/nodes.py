@@ -10,49 +10,81 @@ import pandas as pd
 import torch
 
 from multitask_cnn.config import DataPrepConfig, parse
-from multitask_cnn.data.fashion_mnist import CLASSES, FashionMNIST
-from multitask_cnn.data.multifashion import compose_multifashion
+from multitask_cnn.data.fashion_mnist import FashionMNIST
+from multitask_cnn.data.multifashion import (
+    compose_multifashion,
+    derived_labels,
+    hide_labels,
+    split_pool,
+)
+from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.seeds import numpy_generator
 
 logger = logging.getLogger(__name__)
 
-RawSplits = dict[str, dict[str, Any]]  # split -> {"images": uint8 (N,H,W), "labels": {task: (N,)}}
+# split -> {"images": uint8 (N, H, W), "labels": {label: int64 / float32 (N,)},
+#           "source_index": int64 (N, 2), the left and right item's index into the
+#           official split's images (train and val: official train; test: official test)}
+RawSplits = dict[str, dict[str, Any]]
+
+
+def _compose(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    config: DataPrepConfig,
+    purpose: str,
+    pool: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One split of ``n`` composites from ``images[pool]``, drawn from ``purpose``'s
+    stream, with every MultiFashion label; in train and val, ``missing_labels`` of
+    them are marked missing (their own stream)."""
+    canvas, items, source_index = compose_multifashion(
+        images, labels, n, numpy_generator(config.seed, purpose),
+        config.canvas_size, config.max_shift, pool=pool,
+    )  # fmt: skip
+    all_labels = items | derived_labels(canvas, items)
+    if config.missing_labels and purpose != "test_composites":
+        rng = numpy_generator(config.seed, f"missing_labels:{purpose}")
+        all_labels = hide_labels(all_labels, config.missing_labels, rng)
+    return {"images": canvas, "labels": all_labels, "source_index": source_index}
 
 
 def compose_splits(fashion_mnist: FashionMNIST, data_prep: dict[str, Any]) -> RawSplits:
-    """Compose MultiFashion train/val/test; val is carved from train with a fixed seed.
+    """Compose MultiFashion train/val/test; train and val share no source image.
 
-    Train (and val) composites use only the official train images, test composites
-    only the official test images.
+    The official train images are split, stratified by class, into a train pool and
+    a held-out val pool (``val_fraction`` of each class); train composites use only
+    the train pool, val composites only the val pool, test composites only the
+    official test images. Each purpose draws from its own random stream
+    (:func:`multitask_cnn.seeds.numpy_generator`), so e.g. ``n_test`` never moves
+    the train or val data.
     """
     config = parse(DataPrepConfig, data_prep, "data_prep")
-    rng = np.random.default_rng(config.seed)
-    logger.info("Composing MultiFashion from %s", fashion_mnist.source)
-    images, labels = compose_multifashion(
-        fashion_mnist.train_images, fashion_mnist.train_labels, config.n_train, rng,
-        config.canvas_size, config.max_shift,
-    )  # fmt: skip
-    test_images, test_labels = compose_multifashion(
-        fashion_mnist.test_images, fashion_mnist.test_labels, config.n_test, rng,
-        config.canvas_size, config.max_shift,
-    )  # fmt: skip
-    order = rng.permutation(config.n_train)
     n_val = int(round(config.val_fraction * config.n_train))
     if n_val < 1 or n_val >= config.n_train:
         raise ValueError(
             f"data_prep.val_fraction={config.val_fraction} leaves no train or no val "
             f"samples out of n_train={config.n_train}"
         )
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-
-    def take(index: np.ndarray) -> dict[str, Any]:
-        return {"images": images[index], "labels": {t: y[index] for t, y in labels.items()}}
-
+    logger.info("Composing MultiFashion from %s", fashion_mnist.source)
+    train_pool, val_pool = split_pool(
+        fashion_mnist.train_labels, config.val_fraction,
+        numpy_generator(config.seed, "val_pool"),
+    )  # fmt: skip
+    train_images, train_labels = fashion_mnist.train_images, fashion_mnist.train_labels
+    test_images, test_labels = fashion_mnist.test_images, fashion_mnist.test_labels
     splits = {
-        "train": take(train_idx),
-        "val": take(val_idx),
-        "test": {"images": test_images, "labels": test_labels},
-    }
-    logger.info("MultiFashion sizes: %s", {s: len(d["images"]) for s, d in splits.items()})
+        "train": _compose(train_images, train_labels, config.n_train - n_val,
+                          config, "train_composites", train_pool),
+        "val": _compose(train_images, train_labels, n_val, config, "val_composites", val_pool),
+        "test": _compose(test_images, test_labels, config.n_test, config, "test_composites"),
+    }  # fmt: skip
+    sizes = {s: len(d["images"]) for s, d in splits.items()}
+    pools = {"train": len(train_pool), "val": len(val_pool)}
+    logger.info(
+        "MultiFashion sizes: %s; official train images per pool: %s", sizes, pools
+    )
     return splits
 
 
@@ -63,33 +95,54 @@ def compute_normalisation(splits: RawSplits) -> dict[str, float]:
     mean, std = float(pixels.mean()), float(pixels.std())
     if std == 0:
         raise ValueError("train images are constant; cannot normalise")
-    return {"mean": mean, "std": std, "computed_on": "train", "n_images": int(len(train))}
+    return {
+        "mean": mean,
+        "std": std,
+        "computed_on": "train",
+        "n_images": int(len(train)),
+    }
 
 
 def _to_tensors(split: dict[str, Any], stats: dict[str, float]) -> dict[str, Any]:
     images = torch.from_numpy(split["images"]).float().div_(255.0)
     images = images.sub_(stats["mean"]).div_(stats["std"]).unsqueeze(1)  # (N, 1, H, W)
-    labels = {t: torch.from_numpy(np.ascontiguousarray(y)) for t, y in split["labels"].items()}
+    labels = {
+        t: torch.from_numpy(np.ascontiguousarray(y)) for t, y in split["labels"].items()
+    }
     return {"images": images.contiguous(), "labels": labels}
 
 
 def build_model_input(
     splits: RawSplits, stats: dict[str, float]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Normalised float32 images ``(N, 1, H, W)`` and int64 labels per split."""
+    """Normalised float32 images ``(N, 1, H, W)`` and int64 labels per split.
+
+    Only ``images`` and ``labels`` go into the model input; ``source_index`` stays in
+    the raw splits.
+    """
     return tuple(_to_tensors(splits[s], stats) for s in ("train", "val", "test"))
 
 
 def report_class_balance(splits: RawSplits) -> pd.DataFrame:
-    """Class counts and fractions per split and task."""
+    """Per split and class label: count and fraction of each class, and of missing
+    labels (``class_id`` -1); real-valued labels report their labelled count only."""
+    info = SOURCES.get("multifashion").labels
     rows = []
     for split, data in splits.items():
-        for task, labels in data["labels"].items():
-            counts = np.bincount(labels, minlength=len(CLASSES))
-            for class_id, count in enumerate(counts):
+        for name, labels in data["labels"].items():
+            n_classes, names = info[name].n_classes, info[name].class_names
+            if n_classes is None:
+                labelled = int(np.isfinite(labels).sum())
+                counts = {"labelled": labelled, "missing": len(labels) - labelled}
+            else:
+                found = np.bincount(labels[labels >= 0], minlength=n_classes)
+                counts = {names[c] if names else str(c): int(k) for c, k in enumerate(found)}
+                counts["missing"] = int((labels < 0).sum())
+            for class_id, (class_name, count) in enumerate(counts.items()):
                 rows.append({
-                    "split": split, "task": task, "class_id": class_id,
-                    "class_name": CLASSES[class_id], "count": int(count),
+                    "split": split, "label": name,
+                    "class_id": -1 if class_name == "missing" else class_id,
+                    "class_name": class_name, "count": count,
                     "fraction": float(count / max(len(labels), 1)),
                 })  # fmt: skip
     return pd.DataFrame(rows)

@@ -5,29 +5,60 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
-matplotlib.use("Agg")  # headless: figures are saved, never shown
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    ConfusionMatrixDisplay,
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    mean_absolute_error,
-    mean_squared_error,
+from multitask_cnn.config import (
+    EvaluationConfig,
+    ModelConfig,
+    parse,
+    parse_tasks,
+    source_class_names,
 )
-
-from multitask_cnn.config import EvaluationConfig, ModelConfig, parse, parse_tasks  # noqa: E402
-from multitask_cnn.models import build_model  # noqa: E402
-from multitask_cnn.training import TASK_KINDS, Split, predict, resolve_device  # noqa: E402
+from multitask_cnn.models import build_model
+from multitask_cnn.tasks import TaskSpec, check_labels
+from multitask_cnn.training import InMemorySource, Split, predict, resolve_device
 
 logger = logging.getLogger(__name__)
 
 Predictions = dict[str, dict[str, np.ndarray]]  # task -> {"y_true", "y_pred"}, labelled rows only
+
+CHECKPOINT_FORMATS = (2,)
+_COMPARED = ("kind", "num_classes", "source", "label")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was trained for other tasks than the current spec describes."""
+
+
+def check_checkpoint(checkpoint: dict[str, Any], specs: dict[str, TaskSpec]) -> None:
+    """Refuse a checkpoint whose tasks, kinds, classes or labels differ from ``specs``,
+    naming each difference."""
+    version = checkpoint.get("format_version")
+    if version not in CHECKPOINT_FORMATS:
+        raise CheckpointMismatchError(
+            f"checkpoint format {version!r} is not one of {CHECKPOINT_FORMATS}; "
+            "retrain with `kedro run --pipelines data_prep,multitask_training`"
+        )
+    trained = parse_tasks(checkpoint["config"]["tasks"])
+    problems = []
+    for task in sorted(set(specs) - set(trained)):
+        problems.append(f"task {task!r} is in the spec but not in the checkpoint")
+    for task in sorted(set(trained) - set(specs)):
+        problems.append(f"task {task!r} is in the checkpoint but not in the spec")
+    for task in sorted(set(specs) & set(trained)):
+        now, then = specs[task], trained[task]
+        for key in _COMPARED:
+            a = now.label_name(task) if key == "label" else getattr(now, key)
+            b = then.label_name(task) if key == "label" else getattr(then, key)
+            if a != b:
+                problems.append(f"task {task!r}: {key} is {a!r} in the spec, {b!r} in the checkpoint")
+    if problems:
+        raise CheckpointMismatchError(
+            "the checkpoint does not match the task spec:\n  - " + "\n  - ".join(problems)
+            + "\nRetrain (`kedro run`) or restore the spec it was trained with."
+        )
 
 
 def predict_test(
@@ -39,23 +70,19 @@ def predict_test(
     """Rebuild the trained model from its checkpoint and predict every task's labels."""
     config = parse(EvaluationConfig, evaluation, "evaluation")
     specs = parse_tasks(tasks)
-    trained = multitask_checkpoint["config"]
-    missing = sorted(set(specs) - set(trained["tasks"]))
-    if missing:
-        raise ValueError(
-            f"tasks {missing} are not in the checkpoint (trained on {sorted(trained['tasks'])});"
-            " run multitask_training with the same `tasks` first"
-        )
-    model = build_model(parse(ModelConfig, trained["model"], "model"), parse_tasks(trained["tasks"]))
+    check_checkpoint(multitask_checkpoint, specs)
+    trained = parse(ModelConfig, multitask_checkpoint["config"]["model"], "model")
+    model = build_model(specs, trained.backbone, backbone_args=trained.backbone_args,
+                        shared_stages=trained.shared_stages)  # fmt: skip
     model.load_state_dict(multitask_checkpoint["model"], strict=True)
     device = resolve_device(config.device)
     model.to(device)
-    label_of = {task: spec.label_name(task) for task, spec in specs.items()}
-    test = Split.from_model_input(model_input_test, label_of)
-    outputs = predict(model, test.images, device, config.batch_size)
+    test = Split.from_model_input(model_input_test, {t: s.label_name(t) for t, s in specs.items()})
+    check_labels(specs, test.labels, "test")
+    outputs = predict(model, InMemorySource(test, config.batch_size), device)
     predictions: Predictions = {}
     for task, spec in specs.items():
-        kind, target = TASK_KINDS[spec.kind], test.labels[task]
+        kind, target = spec.task_kind, test.labels[task]
         mask = kind.mask(target)
         predictions[task] = {
             "y_true": target[mask].numpy(),
@@ -64,54 +91,58 @@ def predict_test(
     return predictions
 
 
-def compute_task_metrics(predictions: Predictions, tasks: dict[str, Any]) -> dict[str, Any]:
-    """Per task: accuracy and macro-F1 (classification) or MSE / MAE (regression)."""
+def describe_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Which checkpoint was evaluated: the run and commit that trained it, its epoch
+    and the fingerprints of its training data."""
+    return {
+        "provenance": dict(checkpoint.get("provenance", {})),
+        "epoch": checkpoint.get("epoch"),
+        "input_fingerprint": dict(checkpoint.get("input_fingerprint", {})),
+    }
+
+
+def compute_task_metrics(
+    predictions: Predictions, tasks: dict[str, Any], multitask_checkpoint: dict[str, Any]
+) -> dict[str, Any]:
+    """Per task, on labelled test rows: the kind's metrics (accuracy and macro-F1, or
+    MSE and MAE) and ``n``; plus which checkpoint they describe."""
     specs = parse_tasks(tasks)
     metrics: dict[str, Any] = {}
     for task, spec in specs.items():
         y_true, y_pred = predictions[task]["y_true"], predictions[task]["y_pred"]
-        if spec.kind == "regression":
-            values = {"mse": mean_squared_error(y_true, y_pred),
-                      "mae": mean_absolute_error(y_true, y_pred)}  # fmt: skip
-        else:
-            classes = list(range(spec.n_classes))
-            values = {
-                "accuracy": accuracy_score(y_true, y_pred),
-                "f1_macro": f1_score(y_true, y_pred, labels=classes, average="macro",
-                                     zero_division=0),
-            }  # fmt: skip
-        metrics[task] = {k: float(v) for k, v in values.items()} | {"n": int(len(y_true))}
+        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec) | {"n": int(len(y_true))}
         logger.info("test.%s: %s", task, metrics[task])
-    return {"test": metrics}
+    return {"test": metrics, "checkpoint": describe_checkpoint(multitask_checkpoint)}
 
 
 def plot_confusion_matrices(predictions: Predictions, tasks: dict[str, Any]) -> dict[str, Figure]:
-    """One confusion-matrix figure per classification task, keyed by file name."""
-    specs = parse_tasks(tasks)
+    """One confusion-matrix figure per classification task, keyed by file name.
+
+    Figures are built without pyplot, so nothing touches the matplotlib backend.
+    """
     figures = {}
-    for task, spec in specs.items():
-        if spec.kind == "regression":
+    for task, spec in parse_tasks(tasks).items():
+        if not spec.task_kind.is_classifier:
             continue
-        names = spec.display_classes()
+        names = source_class_names(spec, task)
         matrix = confusion_matrix(predictions[task]["y_true"], predictions[task]["y_pred"],
                                   labels=list(range(len(names))))  # fmt: skip
-        figure, axes = plt.subplots(figsize=(8, 7))
+        figure = Figure(figsize=(8, 7))
+        axes = figure.add_subplot()
         ConfusionMatrixDisplay(matrix, display_labels=names).plot(
             ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45
         )
         axes.set_title(f"{task}: test confusion matrix (n={matrix.sum()})")
         figure.tight_layout()
         figures[f"confusion_matrix_{task}.png"] = figure
-        plt.close(figure)
     return figures
 
 
 def to_mlflow_metrics(task_metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Flatten ``{split: {task: {metric: v}}}`` to MLflow names ``split.task.metric``."""
+    """Flatten ``{"test": {task: {metric: v}}}`` to MLflow names ``test.task.metric``."""
     return {
-        f"{split}.{task}.{name}": {"value": float(value), "step": 0}
-        for split, per_task in task_metrics.items()
-        for task, values in per_task.items()
+        f"test.{task}.{name}": {"value": float(value), "step": 0}
+        for task, values in task_metrics["test"].items()
         for name, value in values.items()
         if name != "n"
     }

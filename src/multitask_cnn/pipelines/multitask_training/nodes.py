@@ -8,40 +8,46 @@ from typing import Any
 import pandas as pd
 import torch
 
-from multitask_cnn.config import ModelConfig, TrainingConfig, parse, parse_tasks
+from multitask_cnn.config import (
+    ModelConfig,
+    TrainingConfig,
+    effective_tasks,
+    parse,
+    parse_tasks,
+)
 from multitask_cnn.models import build_model, count_parameters
+from multitask_cnn.provenance import fingerprint
+from multitask_cnn.seeds import torch_seed
+from multitask_cnn.tasks import check_labels, kinds_of
 from multitask_cnn.tracking import log_epoch_metrics
 from multitask_cnn.training import (
-    TASK_KINDS,
+    InMemorySource,
     Split,
+    TrainState,
+    build_optimizer,
     fit,
     get_weighting,
     resolve_device,
-    seed_everything,
 )
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
-    "sgd": lambda p, c: torch.optim.SGD(
-        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
-    ),
-}
+CHECKPOINT_FORMAT = 2  # 1: before the checkpoint described itself
 
 
 def train_multitask_model(
     model_input_train: dict[str, Any],
     model_input_val: dict[str, Any],
+    normalisation_stats: dict[str, Any],
     tasks: dict[str, Any],
     model: dict[str, Any],
     training: dict[str, Any],
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    provenance: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Train the shared multi-task CNN with early stopping on ``val.loss``.
 
-    Returns the best epoch's checkpoint (model and optimizer state, epoch, parameter
-    count, config) and the per-epoch history.
+    Returns the best epoch's self-describing checkpoint, the per-epoch history, and the
+    final :class:`~multitask_cnn.training.TrainState` (everything a resume needs).
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
@@ -49,33 +55,45 @@ def train_multitask_model(
     label_of = {task: spec.label_name(task) for task, spec in specs.items()}
     train = Split.from_model_input(model_input_train, label_of)
     val = Split.from_model_input(model_input_val, label_of)
+    check_labels(specs, train.labels, "train")  # before any long work
+    check_labels(specs, val.labels, "val")
 
-    generator = seed_everything(config.seed)
     device = resolve_device(config.device)
-    network = build_model(model_config, specs)
-    optimizer = OPTIMIZERS[config.optimizer](network.parameters(), config)
-    weighting = get_weighting(config.weighting, specs)
+    torch.manual_seed(torch_seed(config.seed, "model_init"))
+    network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
+                          shared_stages=model_config.shared_stages).to(device)  # fmt: skip
+    optimizer = build_optimizer(config.optimizer, network.parameters(), lr=config.lr,
+                                weight_decay=config.weight_decay, momentum=config.momentum)  # fmt: skip
+    torch.manual_seed(torch_seed(config.seed, "dropout"))  # dropout and other in-model noise
+    state = TrainState(network, optimizer, get_weighting(config.weighting, specs))
     logger.info(
         "Training %s (%d parameters, %d shared stages) on %s: %d train / %d val samples",
         model_config.backbone, count_parameters(network), network.shared_stages, device,
         len(train), len(val),
     )  # fmt: skip
-    result = fit(
-        network, train, val, {t: TASK_KINDS[s.kind] for t, s in specs.items()},
-        weighting, optimizer, device,
-        epochs=config.epochs, batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        patience=config.early_stopping.patience,
-        min_delta=config.early_stopping.min_delta, generator=generator,
+    state = fit(
+        state,
+        InMemorySource(train, config.batch_size, seed=torch_seed(config.seed, "data_order")),
+        InMemorySource(val, config.eval_batch_size),
+        kinds_of(specs), device,
+        epochs=config.epochs, patience=config.early_stopping.patience,
+        min_delta=config.early_stopping.min_delta,
         on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
     )  # fmt: skip
-    return {
-        "model": result.best_state,
-        "optimizer": result.optimizer_state,
-        "epoch": result.best_epoch,
+    checkpoint = {
+        "format_version": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},  # best epoch
+        "epoch": state.best_epoch,
+        "val_loss": state.best_loss,
         "n_parameters": count_parameters(network),
-        "config": {"tasks": tasks, "model": model, "training": training},
-    }, pd.DataFrame(result.history)
+        "config": {"tasks": effective_tasks(specs), "model": model_config.effective(),
+                   "training": config.model_dump(mode="json")},  # fmt: skip
+        "normalisation": dict(normalisation_stats),
+        "input_fingerprint": {"train": fingerprint(model_input_train),
+                              "val": fingerprint(model_input_val)},  # fmt: skip
+        "provenance": dict(provenance),
+    }
+    return checkpoint, pd.DataFrame(state.history), state.state_dict()
 
 
 def summarise_training(

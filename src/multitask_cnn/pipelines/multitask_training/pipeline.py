@@ -10,9 +10,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_multitask_model,
-                inputs=["model_input_train", "model_input_val", "params:tasks",
-                        "params:model", "params:training"],
-                outputs=["multitask_checkpoint", "training_history"],
+                inputs=["model_input_train", "model_input_val", "normalisation_stats",
+                        "params:tasks", "params:model", "params:training", "provenance"],
+                outputs=["multitask_checkpoint", "training_history", "train_state"],
                 name="train_multitask_model",
             ),
             Node(summarise_training, ["multitask_checkpoint", "training_history"],

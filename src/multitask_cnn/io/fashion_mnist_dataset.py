@@ -21,7 +21,7 @@ class FashionMNISTDataset(AbstractDataset[None, FashionMNIST]):
     Example (``catalog.yml``)::
 
         fashion_mnist:
-          type: multitask_cnn.datasets.FashionMNISTDataset
+          type: multitask_cnn.io.FashionMNISTDataset
           path: data/01_raw/fashion_mnist
           allow_download: ${runtime_params:allow_download,false}
     """
@@ -34,9 +34,13 @@ class FashionMNISTDataset(AbstractDataset[None, FashionMNIST]):
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._path = PurePosixPath(path)
-        self._fallbacks = [str(DEBIAN_DIR)] if fallback_paths is None else fallback_paths
+        self._fallbacks = (
+            [str(DEBIAN_DIR)] if fallback_paths is None else fallback_paths
+        )
         if not isinstance(allow_download, bool):
-            raise DatasetError(f"allow_download must be true or false, got {allow_download!r}")
+            raise DatasetError(
+                f"allow_download must be true or false, got {allow_download!r}"
+            )
         self._allow_download = allow_download
         self.metadata = metadata
 
@@ -45,7 +49,9 @@ class FashionMNISTDataset(AbstractDataset[None, FashionMNIST]):
         return [str(self._path), *self._fallbacks]
 
     def load(self) -> FashionMNIST:
-        folder = find_fashion_mnist(self.search_dirs, allow_download=self._allow_download)
+        folder = find_fashion_mnist(
+            self.search_dirs, allow_download=self._allow_download
+        )
         return read_fashion_mnist(folder)
 
     def save(self, data: None) -> None:

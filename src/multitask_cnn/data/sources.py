@@ -1,0 +1,42 @@
+"""Data sources the task spec can name (``tasks.<task>.source``), and the labels each
+provides, so that a task spec is checked against its data before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from multitask_cnn.registry import Registry
+
+from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
+
+__all__ = ["SOURCES", "LabelInfo", "SourceInfo"]
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """One label column of a source: class count (None: a real value) and class names."""
+
+    n_classes: int | None
+    class_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    description: str
+    labels: Mapping[str, LabelInfo] = field(default_factory=dict)
+
+
+SOURCES: Registry[SourceInfo] = Registry("data source")
+
+SOURCES.register("multifashion")(
+    SourceInfo(
+        description="MultiFashion (Pareto-MTL): two Fashion-MNIST items per 36x36 image",
+        labels={
+            "left": LabelInfo(10, FASHION_MNIST_CLASSES),
+            "right": LabelInfo(10, FASHION_MNIST_CLASSES),
+            "footwear": LabelInfo(2, ("no footwear", "footwear")),  # binary
+            "ink": LabelInfo(None),  # regression: mean pixel intensity in [0, 1]
+        },
+    )
+)

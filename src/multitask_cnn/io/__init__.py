@@ -1,0 +1,24 @@
+"""Kedro catalog datasets of this project, one class per file.
+
+Every output file is written atomically (``atomic.atomic_path``): a crash leaves the
+previous file, never a half-written one.
+"""
+
+from .atomic import AtomicFileDataset, atomic_path
+from .csv_dataset import CSVDataset
+from .fashion_mnist_dataset import FashionMNISTDataset
+from .figures_dataset import FiguresDataset
+from .json_dataset import JSONDataset
+from .provenance_dataset import ProvenanceDataset
+from .torch_dataset import TorchDataset
+
+__all__ = [
+    "AtomicFileDataset",
+    "CSVDataset",
+    "FashionMNISTDataset",
+    "FiguresDataset",
+    "JSONDataset",
+    "ProvenanceDataset",
+    "TorchDataset",
+    "atomic_path",
+]

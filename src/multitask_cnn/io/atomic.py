@@ -1,0 +1,203 @@
+"""Atomic file writes, and the base class of this project's file datasets.
+
+``atomic_path(target)`` hands out a temporary file next to ``target``; when the
+``with`` block ends without an error, the file is fsynced and renamed onto
+``target`` (one ``os.replace``, atomic on POSIX), then the folder is fsynced. On
+any error the temporary file is removed and ``target`` keeps its previous bytes.
+Readers therefore see the old file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar, TypeVar
+
+from kedro.io import AbstractDataset, DatasetError
+
+__all__ = ["AtomicFileDataset", "atomic_path", "remove_stale_temp_files"]
+
+_DI = TypeVar("_DI")
+_DO = TypeVar("_DO")
+
+_MAX_NAME_TRIES = 100
+
+
+def _temp_pattern(target: Path) -> re.Pattern[str]:
+    """``.{name}.{pid}.{8 hex digits}.tmp``, the names ``atomic_path`` gives out."""
+    return re.compile(rf"\.{re.escape(target.name)}\.([1-9][0-9]*)\.[0-9a-f]{{8}}\.tmp")
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 only checks, sends nothing)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to another user
+        return True
+    except (OverflowError, ValueError):  # not a possible process id
+        return False
+    return True
+
+
+def remove_stale_temp_files(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of ``target`` whose writer process has died.
+
+    A temporary file of a live process (this one included) is left alone: it may be
+    a save in progress. Process ids are those of this machine (and pid namespace), so
+    a folder shared with other machines can lose another machine's save in progress.
+    Returns the removed paths.
+    """
+    target = Path(target)
+    pattern = _temp_pattern(target)
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _is_alive(int(match.group(1))):
+            stale = target.parent / name
+            stale.unlink(missing_ok=True)  # another process may clean it at once
+            removed.append(stale)
+    return removed
+
+
+def _create_temp_file(target: Path) -> Path:
+    """Create an empty, new temporary file; its mode is ``0o666 & ~umask``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_MAX_NAME_TRIES):
+        temp = target.with_name(
+            f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        )
+        try:
+            fd = os.open(temp, flags, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return temp
+    raise FileExistsError(f"no free temporary file name next to {target}")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush the file's data to disk (the writer has closed, so flushed, its handle)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; best effort (not every OS/FS allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write ``target``'s new content to, then publish it.
+
+    Creates ``target``'s parent folders, removes stale temporary files of ``target``
+    (see ``remove_stale_temp_files``), and yields an empty file
+    ``.{target name}.{pid}.{random}.tmp`` in the same folder. The caller writes to it
+    by path and closes its handle before the block ends. On success the file is
+    fsynced, replaces ``target`` and the folder is fsynced; the final mode is
+    ``0o666 & ~umask``. On any exception the temporary file is removed and
+    ``target`` is untouched. Writers that infer a format from the file suffix (e.g.
+    ``savefig``) must be told the format: the temporary file ends in ``.tmp``.
+
+    Example::
+
+        with atomic_path("data/metrics.json") as temp:
+            temp.write_text(json.dumps(metrics))
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(target)
+    temp = _create_temp_file(target)
+    try:
+        yield temp
+        _fsync_file(temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
+
+
+class AtomicFileDataset(AbstractDataset[_DI, _DO]):
+    """A Kedro dataset of one local file (or folder) that is always written atomically.
+
+    Subclasses implement ``_write(data, path)`` (write ``data`` to ``path``, a
+    temporary file) and ``_read(path)``; without ``_read`` the dataset is write-only
+    (``load`` raises ``DatasetError``). ``save`` publishes the file with
+    ``atomic_path``; a dataset of several files overrides ``save`` and calls
+    ``atomic_path`` once per file (see ``FiguresDataset``). The hooks are not called
+    ``_save``/``_load``: Kedro would take methods of those names for ``save`` and
+    ``load`` themselves. ``_filepath`` is the attribute kedro-mlflow's
+    ``MlflowArtifactDataset`` logs after a save; it may be a folder, which MLflow then
+    logs with all its files.
+    """
+
+    DEFAULT_LOAD_ARGS: ClassVar[dict[str, Any]] = {}
+    DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        filepath: str,
+        *,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
+        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
+        self.metadata = metadata
+
+    def _write(self, data: _DI, path: Path) -> None:
+        """Write ``data`` to ``path`` (a temporary file) and close it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _write")
+
+    def _read(self, path: Path) -> _DO:
+        """Read the data back from ``path``, which exists; by default write-only."""
+        raise DatasetError(f"{type(self).__name__} is write-only ({self._filepath})")
+
+    def load(self) -> _DO:
+        path = Path(self._filepath)
+        if not self._exists():
+            raise DatasetError(
+                f"{path}: no such file; run the pipeline that writes it first"
+            )
+        return self._read(path)
+
+    def save(self, data: _DI) -> None:
+        with atomic_path(self._filepath) as temp:
+            self._write(data, temp)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "filepath": str(self._filepath),
+            "load_args": self._load_args or None,  # None: left out of repr
+            "save_args": self._save_args or None,
+        }

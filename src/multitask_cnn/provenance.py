@@ -1,0 +1,95 @@
+"""Where a run comes from: the project root, the git commit and the MLflow run.
+
+Used by the hooks (run tags) and by :class:`~multitask_cnn.io.ProvenanceDataset`
+(what the training node writes into the checkpoint).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from kedro.utils import find_kedro_project
+
+__all__ = ["ProjectNotFoundError", "fingerprint", "git_state", "project_root", "run_provenance"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class ProjectNotFoundError(RuntimeError):
+    """Neither the current directory nor the package lies inside the Kedro project."""
+
+
+def project_root() -> Path:
+    """The Kedro project containing the current directory (``notebooks/``, a cron
+    job's ``cd``), else the checkout this package is installed from in editable mode.
+
+    A non-editable install lives in ``site-packages``, outside any project: then only
+    the current directory can tell, and outside the project this is an error rather
+    than a guess.
+    """
+    for start in (Path.cwd(), _PACKAGE_DIR):
+        found = find_kedro_project(start)
+        if found:
+            return Path(found)
+    raise ProjectNotFoundError(
+        f"no Kedro project (a pyproject.toml with [tool.kedro]) contains {Path.cwd()}; "
+        "run from inside the project folder, or set MLFLOW_TRACKING_URI"
+    )
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """``git.commit`` and ``git.dirty`` (``true`` when tracked files changed or untracked,
+    not ignored, files exist), ``unknown`` outside a git checkout."""
+    commit = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal")
+    return {
+        "git.commit": commit or "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+    }
+
+
+def run_provenance(root: Path) -> dict[str, Any]:
+    """What the checkpoint records about the run that made it."""
+    import mlflow  # only here: the library layer never imports MLflow
+
+    run = mlflow.active_run()
+    return git_state(root) | {
+        "mlflow.run_id": run.info.run_id if run else None,
+        "torch.version": str(torch.__version__),  # a str subclass torch.load refuses
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def fingerprint(data: Mapping[str, Any]) -> str:
+    """A short hash of a model input (images and labels, in a fixed order)."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, Mapping):
+            for key in sorted(value):
+                digest.update(str(key).encode())
+                feed(value[key])
+        else:
+            digest.update(repr(value).encode())
+
+    feed(data)
+    return digest.hexdigest()

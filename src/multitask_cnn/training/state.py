@@ -1,0 +1,117 @@
+"""``TrainState``: everything a resume needs, as one object with a plain state dict.
+
+The state dict holds only tensors, numbers, strings, lists and dicts, so it is saved
+with ``torch.save`` and loaded with ``weights_only=True`` through the catalog's atomic
+:class:`~multitask_cnn.io.TorchDataset`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .sources import BatchSource
+from .weighting import Weighting
+
+__all__ = ["TrainState"]
+
+FORMAT_VERSION = 1
+
+
+def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+@dataclass
+class TrainState:
+    """Model, optimizer and strategy, plus the loop's bookkeeping.
+
+    ``epoch`` counts completed epochs; ``best_*`` describe the epoch with the lowest
+    ``val.loss`` so far; ``bad_epochs`` counts epochs since it (early stopping);
+    ``rng`` holds the torch RNG states and the training data order after ``epoch``.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    weighting: Weighting
+    epoch: int = 0
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    rng: dict[str, Any] = field(default_factory=dict)
+
+    def end_epoch(
+        self,
+        record: dict[str, float],
+        val_loss: float,
+        min_delta: float,
+        patience: int,
+        train: BatchSource,
+    ) -> None:
+        """Book one finished epoch: history, best weights, patience, RNG state."""
+        self.epoch += 1
+        self.history.append(record)
+        if val_loss < self.best_loss - min_delta:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            self.best_state = _cpu_copy(self.model.state_dict())
+        else:
+            self.bad_epochs += 1
+            self.stopped_early = self.bad_epochs >= patience
+        self.rng = capture_rng(train)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_loss": self.best_loss,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "history": [dict(r) for r in self.history],
+            "rng": self.rng,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (model, optimizer and strategy in place)."""
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"train state format {state.get('format_version')!r} is not "
+                f"{FORMAT_VERSION}; it was written by another version of this project"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.epoch, self.best_epoch = state["epoch"], state["best_epoch"]
+        self.best_loss, self.best_state = state["best_loss"], state["best_state"]
+        self.bad_epochs, self.stopped_early = state["bad_epochs"], state["stopped_early"]
+        self.history = [dict(r) for r in state["history"]]
+        self.rng = dict(state["rng"])
+
+    def restore_rng(self, train: BatchSource) -> None:
+        """Put the torch RNGs and ``train``'s data order back where :attr:`rng` says."""
+        if "torch" in self.rng:
+            torch.set_rng_state(self.rng["torch"])
+        if self.rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
+        if "data_order" in self.rng:
+            train.load_state_dict(self.rng["data_order"])
+
+
+def capture_rng(train: BatchSource) -> dict[str, Any]:
+    """Torch CPU (and CUDA) RNG states and ``train``'s data order, now."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data_order": train.state_dict()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
