@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 import torch
 from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
@@ -123,14 +124,21 @@ class ReusedOutputsHook:
     """With ``kedro run --only-missing-outputs`` Kedro skips nodes whose outputs are
     on disk, and their MLflow artifacts would be missing from the new run. After the
     run, this logs the files of those reused outputs as the run's artifacts and tags
-    the run with the nodes it reused (``kedro.reused_nodes``)."""
+    the run with the nodes it reused (``kedro.reused_nodes``).
+
+    kedro-mlflow ends its run in its own ``after_pipeline_run``, which runs before this
+    one, so the run id is kept from the start and written to through the client.
+    """
 
     def __init__(self) -> None:
         self._ran: set[str] = set()
+        self._run_id: str | None = None
 
     @hook_impl
     def before_pipeline_run(self) -> None:
         self._ran = set()
+        run = mlflow.active_run()
+        self._run_id = run.info.run_id if run else None
 
     @hook_impl
     def after_node_run(self, node) -> None:
@@ -139,13 +147,14 @@ class ReusedOutputsHook:
     @hook_impl
     def after_pipeline_run(self, pipeline: Pipeline, catalog) -> None:
         reused = [node for node in pipeline.nodes if node.name not in self._ran]
-        if not reused or mlflow.active_run() is None:
+        if not reused or self._run_id is None:
             return
-        mlflow.set_tag("kedro.reused_nodes", ",".join(sorted(n.name for n in reused)))
-        for name in _outputs(reused):
+        client = MlflowClient()
+        client.set_tag(self._run_id, "kedro.reused_nodes", ",".join(sorted(n.name for n in reused)))
+        for name in sorted(_outputs(reused)):
             dataset = catalog.get(name) if name in catalog else None
             if dataset is not None and _is_mlflow_artifact(dataset) and dataset.exists():
-                mlflow.log_artifact(str(dataset._filepath), dataset.artifact_path)
+                client.log_artifact(self._run_id, str(dataset._filepath), dataset.artifact_path)
                 logger.info("Logged reused output %r from %s", name, dataset._filepath)
 
 
