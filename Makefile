@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: help install data run smoke test ui clean
+.PHONY: help install data run smoke lint test ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,7 +31,11 @@ run: install data  ## the full default pipeline on real data (kedro run); ARGS="
 smoke: install data  ## the whole pipeline on small real slices (kedro run --env smoke)
 	$(BIN)/kedro run --env smoke $(ARGS)
 
-test: install data  ## the test suite; PYTEST_ARGS="-k name" to select
+lint: install  ## ruff check and ruff format --check (pinned in requirements.lock)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: install data lint  ## lint, then the test suite; PYTEST_ARGS="-k name" to select
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000); ARGS="--env smoke"

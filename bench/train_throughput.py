@@ -67,8 +67,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    data = read_fashion_mnist(find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR]))
-    splits = compose_splits(data, {"n_train": args.n_train, "n_test": 100, "val_fraction": 0.01})
+    data = read_fashion_mnist(
+        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
+    )
+    splits = compose_splits(
+        data, {"n_train": args.n_train, "n_test": 100, "val_fraction": 0.01}
+    )
     train, _, _ = build_model_input(splits, compute_normalisation(splits))
     split = Split.from_model_input(train, {"left": "left", "right": "right"})
     device = resolve_device(args.device)
@@ -105,7 +109,9 @@ def main() -> None:
           f" threads={torch.get_num_threads()} backbone={args.backbone} n={n} "
           f"batch={args.batch_size} repeats={args.repeats}")  # fmt: skip
     for name, value in rate.items():
-        print(f"{name:8s} {value:10.0f} samples/s  (median of {np.round(times[name], 2).tolist()} s)")
+        print(
+            f"{name:8s} {value:10.0f} samples/s  (median of {np.round(times[name], 2).tolist()} s)"
+        )
     print(f"ratio project/plain throughput: {rate['project'] / rate['plain']:.3f}")
 
 

@@ -61,7 +61,7 @@ def tasks_params() -> dict:
 def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in ``tmp_path`` (data and MLflow store
     land there too), with the current directory set to it."""
-    for name in ("pyproject.toml", ".telemetry", "requirements.lock"):
+    for name in ("pyproject.toml", ".telemetry", "requirements.lock", ".gitignore"):
         shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf",
                     ignore=shutil.ignore_patterns("local"))  # fmt: skip

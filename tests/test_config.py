@@ -3,8 +3,10 @@ import pytest
 from multitask_cnn.config import (
     ConfigError,
     TrainingConfig,
+    effective_parameters,
     parse,
     parse_tasks,
+    source_class_names,
     validate_parameters,
 )
 
@@ -20,7 +22,7 @@ def test_defaults_are_valid():
     ("params", "expected"),
     [
         ({"tasks": {"left": {"kind": "ordinal"}}},
-         "parameter 'tasks.left.kind' (conf/base/parameters.yml or --params): Input should be"),
+         "parameter 'tasks.left.kind' (conf/base/parameters.yml or --params): unknown task kind 'ordinal'"),
         ({"tasks": TASKS, "training": {"epochs": "abc"}},
          "parameter 'training.epochs' (conf/base/parameters_multitask_training.yml or --params): "
          "Input should be a valid integer"),
@@ -31,7 +33,7 @@ def test_defaults_are_valid():
         ({"tasks": TASKS, "training": {"weighting": "magic"}}, "unknown weighting 'magic'"),
         ({"tasks": TASKS, "model": {"backbone": "vgg"}}, "unknown backbone 'vgg'"),
         ({"tasks": TASKS, "model": {"backbone_args": {"depth": 3}}},
-         "backbone_args for 'lenet': lenet() got an unexpected keyword argument 'depth'"),
+         "model.backbone_args for 'lenet': got an unexpected keyword argument 'depth'"),
         ({"tasks": TASKS, "model": {"shared_stages": 5}},
          "model.shared_stages=5 but 'lenet' has 3 stages"),
         ({"tasks": {"middle": {"kind": "multiclass", "num_classes": 10}}},
@@ -40,6 +42,29 @@ def test_defaults_are_valid():
         ({"tasks": {}}, "at least one task"),
         ({"tasks": {"left": {"kind": "multiclass", "num_classes": 3, "class_names": ["a"]}}},
          "class_names has 1 names, expected 3"),
+        ({"tasks": {"left": {"kind": "binary"}}},
+         "task 'left' (binary, 2 classes): label 'left' of 'multifashion' has 10 classes; "
+         "use kind: multiclass with num_classes: 10"),
+        ({"tasks": {"left": {"kind": "multiclass", "num_classes": 4}}},
+         "task 'left' (multiclass, 4 classes): label 'left' of 'multifashion' has 10 classes"),
+        ({"tasks": {"left": {"kind": "regression"}}}, "has 10 classes; use kind: multiclass"),
+        ({"tasks": {"ink": {"kind": "multiclass", "num_classes": 10}}},
+         "label 'ink' of 'multifashion' holds real values; use kind: regression"),
+        ({"tasks": {"left": {"kind": "regression", "label": "ink", "class_names": ["x"]}}},
+         "regression task has no classes"),
+        ({"tasks": {"loss": {"kind": "multiclass", "num_classes": 10, "label": "left"}}},
+         "task 'loss': task name 'loss' is reserved for metric names"),
+        ({"tasks": {"left-item": {"kind": "multiclass", "num_classes": 10, "label": "left"}}},
+         "task name 'left-item' is not an identifier"),
+        ({"tasks": TASKS, "training": {"optimizer": "lbfgs"}},
+         "parameter 'training.optimizer' (conf/base/parameters_multitask_training.yml or --params): "
+         "unknown optimizer 'lbfgs'; choose from ['adam', 'adamw', 'sgd']"),
+        ({"tasks": TASKS, "training": {"seed": -1}}, "parameter 'training.seed'"),
+        ({"tasks": TASKS, "data_prep": {"missing_labels": {"middle": 0.5}}},
+         "parameter 'data_prep.missing_labels' (conf/base/parameters_data_prep.yml or --params): "
+         "unknown labels ['middle']"),
+        ({"tasks": TASKS, "data_prep": {"missing_labels": {"left": 1.0}}},
+         "parameter 'data_prep.missing_labels.left'"),
     ],
 )  # fmt: skip
 def test_bad_parameters_name_the_key_and_file(params, expected):
@@ -57,10 +82,35 @@ def test_report_class_names_come_from_the_spec_or_the_source():
     tasks = parse_tasks({
         "left": {"kind": "multiclass", "num_classes": 10},
         "right": {"kind": "multiclass", "num_classes": 10, "class_names": list("abcdefghij")},
-        "flag": {"kind": "binary", "label": "left"},
-        "named": {"kind": "binary", "label": "left", "class_names": ["no", "yes"]},
+        "wide": {"kind": "multiclass", "num_classes": 12, "label": "left"},
+        "flag": {"kind": "binary", "label": "footwear"},
+        "named": {"kind": "binary", "label": "footwear", "class_names": ["no", "yes"]},
     })  # fmt: skip
-    assert tasks["left"].display_classes()[9] == "Ankle boot"
-    assert tasks["right"].display_classes()[0] == "a"
-    assert tasks["flag"].display_classes() == ["0", "1"]
-    assert tasks["named"].display_classes() == ["no", "yes"]  # binary names honoured
+    names = {task: source_class_names(spec, task) for task, spec in tasks.items()}
+    assert names["left"][9] == "Ankle boot"
+    assert names["right"][0] == "a"
+    assert names["wide"][-1] == "11"  # 12 classes: the source's 10 names do not fit
+    assert names["flag"] == ["no footwear", "footwear"]
+    assert names["named"] == ["no", "yes"]  # binary names honoured
+
+
+def test_effective_parameters_fill_every_default_once():
+    effective = effective_parameters({"tasks": TASKS, "model": {"backbone": "convnet",
+                                      "backbone_args": {"dropout": 0.5}}})  # fmt: skip
+    assert effective["training"]["epochs"] == 15 == TrainingConfig().epochs
+    assert effective["training"]["early_stopping"] == {"patience": 3, "min_delta": 0.0}
+    assert effective["model"]["backbone_args"] == {
+        "in_channels": 1, "input_size": 36, "widths": [16, 32, 64], "hidden": 128, "dropout": 0.5,
+    }  # fmt: skip
+    assert effective["tasks"]["left"]["label"] == "left"
+    assert effective["data_prep"]["missing_labels"] == {}
+    assert (
+        effective_parameters(effective) == effective
+    )  # effective values are a fixed point
+
+
+def test_parse_tasks_builds_no_model(monkeypatch):
+    monkeypatch.setattr(
+        "multitask_cnn.config.get_backbone", None
+    )  # would fail if called
+    assert set(parse_tasks(TASKS)) == {"left"}

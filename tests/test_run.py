@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
@@ -44,7 +45,15 @@ def _git_commit_all(project: Path) -> str:
 
     git("init", "-q")
     git("add", "-A")
-    git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "x")
+    git(
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.com",
+        "commit",
+        "-qm",
+        "x",
+    )
     return git("rev-parse", "HEAD")
 
 
@@ -58,21 +67,28 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
 
-    params = run.data.params  # every consumed parameter, flattened
+    params = run.data.params  # every consumed parameter, flattened, as it ran
     assert params["training.lr"] == "0.001"
     assert params["training.epochs"] == "2"  # the smoke override
-    assert params["training.early_stopping.patience"] == "3"
+    assert params["training.early_stopping.patience"] == "3"  # a default, filled in
     assert params["tasks.left.kind"] == "multiclass"
+    assert params["tasks.left.label"] == "left"  # filled in
     assert params["data_prep.n_train"] == "3000"
     assert params["model.backbone"] == "lenet"
+    assert params["model.backbone_args.hidden"] == "50"  # the backbone's own default
     assert params["evaluation.device"] == "auto"
 
     # live per-epoch curves
     for key in ("train.loss", "val.left.accuracy", "val.right.accuracy", "weight.left"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [
+            1,
+            2,
+        ]
 
     # final per-task metrics agree with the metrics JSON on disk
-    reported = json.loads((project_copy / "data/smoke/08_reporting/metrics.json").read_text())
+    reported = json.loads(
+        (project_copy / "data/smoke/08_reporting/metrics.json").read_text()
+    )
     for task in ("left", "right"):
         for metric in ("accuracy", "f1_macro"):
             value = run.data.metrics[f"test.{task}.{metric}"]
@@ -80,7 +96,9 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
             assert value == pytest.approx(reported["test"][task][metric])
         assert reported["test"][task]["n"] == 1000
     assert run.data.metrics["train.best_epoch"] in (1, 2)
-    assert run.data.metrics["model.parameters"] == 30890 + 2 * 510  # LeNet + two 50→10 heads
+    assert (
+        run.data.metrics["model.parameters"] == 30890 + 2 * 510
+    )  # LeNet + two 50→10 heads
 
     assert _artifacts(client, run.info.run_id) == {
         "model/multitask_checkpoint.pt",
@@ -94,41 +112,95 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     tags = run.data.tags  # what a teammate needs to repeat the run
     assert tags["kedro.env"] == "smoke"
     assert tags["git.commit"] == commit
-    assert tags["git.dirty"] == "false"
+    assert tags["git.dirty"] == "false"  # data/ and mlflow.db are git-ignored
     assert tags["torch.version"].startswith("2.14.1")
+    assert (
+        tags["checkpoint.run_id"] == run.info.run_id
+    )  # evaluation used this run's model
+    checkpoint = torch.load(project_copy / "data/smoke/06_models/multitask_checkpoint.pt",
+                            weights_only=True)  # fmt: skip
+    assert checkpoint["provenance"]["mlflow.run_id"] == run.info.run_id
+    assert checkpoint["provenance"]["git.commit"] == commit
+    assert checkpoint["config"]["training"]["epochs"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (project_copy / "data/smoke/06_models/train_state.pt").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask  # the user's umask, not mkstemp's 0600
     history = pd.read_csv(project_copy / "data/smoke/08_reporting/training_history.csv")
     assert history["epoch"].tolist() == [1, 2]
-    png = project_copy / "data/smoke/08_reporting/confusion_matrices/confusion_matrix_left.png"
+    png = (
+        project_copy
+        / "data/smoke/08_reporting/confusion_matrices/confusion_matrix_left.png"
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_with_only_missing_outputs_skips_training_but_logs_results(project_copy):
+def test_untracked_files_make_the_tree_dirty(project_copy):
+    _git_commit_all(project_copy)
+    (project_copy / "notes.py").write_text("x = 1\n")  # untracked, not ignored
+    _run(project_copy, training={"epochs": 1})
+    client = _client(project_copy)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("multitask-cnn-smoke").experiment_id]
+    )
+    assert run.data.tags["git.dirty"] == "true"
+
+
+def test_rerun_with_only_missing_outputs_records_a_complete_run(project_copy):
+    commit = _git_commit_all(project_copy)
     _run(project_copy)
     checkpoint = project_copy / "data/smoke/06_models/multitask_checkpoint.pt"
     written = checkpoint.stat().st_mtime_ns
+    (project_copy / "later.txt").write_text("a later, dirty tree\n")
     _run(project_copy, only_missing_outputs=True)
 
     assert checkpoint.stat().st_mtime_ns == written  # not retrained
     client = _client(project_copy)
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
-    second, first = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
-    assert "train.loss" in first.data.metrics and "train.loss" not in second.data.metrics
+    second, first = client.search_runs(
+        [experiment.experiment_id], order_by=["start_time DESC"]
+    )
+    assert (
+        "train.loss" in first.data.metrics and "train.loss" not in second.data.metrics
+    )
+    # the rerun's run is complete: every parameter, every artifact, and what it reused
+    assert second.data.params == first.data.params
+    assert _artifacts(client, second.info.run_id) == _artifacts(
+        client, first.info.run_id
+    )
+    reused = second.data.tags["kedro.reused_nodes"].split(",")
+    assert {"train_multitask_model", "predict_test", "compose_splits"} <= set(reused)
+    assert "kedro.reused_nodes" not in first.data.tags
+    # ...and says which run and commit trained the model it reports on
+    assert second.data.tags["checkpoint.run_id"] == first.info.run_id
+    assert second.data.tags["checkpoint.git_commit"] == commit
+    assert second.data.tags["git.dirty"] == "true"  # the rerun's own tree
     for key in ("test.left.accuracy", "test.right.f1_macro", "train.best_epoch"):
         assert second.data.metrics[key] == first.data.metrics[key]
+    reported = json.loads(
+        (project_copy / "data/smoke/08_reporting/metrics.json").read_text()
+    )
+    assert reported["checkpoint"]["provenance"]["mlflow.run_id"] == first.info.run_id
 
 
 def test_bad_parameter_stops_before_any_work(project_copy):
-    with pytest.raises(ConfigError, match=r"parameter 'training.epochs' .*valid integer"):
+    with pytest.raises(
+        ConfigError, match=r"parameter 'training.epochs' .*valid integer"
+    ):
         _run(project_copy, training={"epochs": "abc"})
     assert not (project_copy / "data/smoke").exists()  # no node ran
     # kedro-mlflow may have set up the experiment, but no run was started
     experiment = _client(project_copy).get_experiment_by_name("multitask-cnn-smoke")
-    assert experiment is None or not _client(project_copy).search_runs([experiment.experiment_id])
+    assert experiment is None or not _client(project_copy).search_runs(
+        [experiment.experiment_id]
+    )
 
 
 def test_unavailable_device_stops_before_any_work(project_copy, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with pytest.raises(ConfigError, match="'training.device': training.device='cuda' but CUDA is not"):
+    with pytest.raises(
+        ConfigError, match="'training.device': device 'cuda' but CUDA is not"
+    ):
         _run(project_copy, training={"device": "cuda"})
     assert not (project_copy / "data/smoke").exists()
 
@@ -136,13 +208,15 @@ def test_unavailable_device_stops_before_any_work(project_copy, monkeypatch):
 def test_missing_data_folder_stops_before_training(project_copy):
     (project_copy / "conf/smoke/catalog.yml").write_text(
         "fashion_mnist:\n"
-        "  type: multitask_cnn.datasets.FashionMNISTDataset\n"
+        "  type: multitask_cnn.io.FashionMNISTDataset\n"
         "  path: data/01_raw/nowhere\n"
         "  fallback_paths: []\n"
     )
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy, env="smoke") as session:
-        with pytest.raises(Exception, match=r"Fashion-MNIST not found(.|\n)*nowhere \(missing\)"):
+        with pytest.raises(
+            Exception, match=r"Fashion-MNIST not found(.|\n)*nowhere \(missing\)"
+        ):
             session.run()
     assert not (project_copy / "data/smoke/05_model_input").exists()
 
@@ -154,7 +228,9 @@ def test_missing_data_folder_stops_before_training(project_copy):
         ("training.batch_size=big", "parameter 'training.batch_size'"),
     ],
 )
-def test_cli_rejects_bad_parameters_with_a_clear_message(project_copy, override, expected):
+def test_cli_rejects_bad_parameters_with_a_clear_message(
+    project_copy, override, expected
+):
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--params", override],

@@ -67,7 +67,9 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 def _check_device(value: str) -> str:
     if not _DEVICE_PATTERN.match(value):
-        raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+        raise ValueError(
+            f"{value!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        )
     return value
 
 
@@ -85,7 +87,9 @@ class _Strict(BaseModel):
 class DataPrepConfig(_Strict):
     """How MultiFashion is built from Fashion-MNIST (Pareto-MTL, Lin et al. 2019)."""
 
-    n_train: PositiveInt = 120_000  # composites from the official train images (val included)
+    n_train: PositiveInt = (
+        120_000  # composites from the official train images (val included)
+    )
     n_test: PositiveInt = 20_000  # composites from the official test images
     # share of the official train images held out (stratified) as the val pool, and
     # of the n_train composites drawn from that pool: round(val_fraction * n_train)
@@ -95,7 +99,9 @@ class DataPrepConfig(_Strict):
     seed: NonNegativeInt = 0  # one independent stream per purpose is derived from it
     # label -> fraction of train and val rows whose label is marked missing (-1 / NaN);
     # test labels stay complete. For studies of partially labelled data.
-    missing_labels: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict)
+    missing_labels: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("missing_labels")
     @classmethod
@@ -103,13 +109,17 @@ class DataPrepConfig(_Strict):
         labels = SOURCES.get("multifashion").labels
         unknown = sorted(set(value) - set(labels))
         if unknown:
-            raise ValueError(f"unknown labels {unknown}; MultiFashion has {list(labels)}")
+            raise ValueError(
+                f"unknown labels {unknown}; MultiFashion has {list(labels)}"
+            )
         return value
 
 
 class ModelConfig(_Strict):
     backbone: str = "lenet"  # a name in multitask_cnn.models.BACKBONES
-    backbone_args: dict[str, Any] = Field(default_factory=dict)  # the factory's arguments
+    backbone_args: dict[str, Any] = Field(
+        default_factory=dict
+    )  # the factory's arguments
     shared_stages: NonNegativeInt | None = None  # None: every backbone stage shared
 
     @field_validator("backbone")
@@ -228,7 +238,9 @@ def check_tasks(tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
                 f"it provides {list(labels)} (set `label:`)"
             )
         found, wanted = labels[label].n_classes, spec.n_classes
-        if (found is None) != (wanted is None) or (wanted is not None and wanted < found):
+        if (found is None) != (wanted is None) or (
+            wanted is not None and wanted < found
+        ):
             raise ValueError(
                 f"task {name!r} ({spec.kind}"
                 + (f", {wanted} classes" if wanted else "")

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.tracking import MlflowClient
 import torch
 from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
+from mlflow.tracking import MlflowClient
 
 from multitask_cnn.config import ConfigError, effective_parameters, validate_parameters
 from multitask_cnn.provenance import git_state
@@ -68,7 +68,9 @@ class ValidateParametersHook:
             try:
                 resolve_device(device)
             except RuntimeError as error:
-                raise ConfigError(f"Invalid parameters:\n  - parameter '{key}': {error}") from None
+                raise ConfigError(
+                    f"Invalid parameters:\n  - parameter '{key}': {error}"
+                ) from None
         logger.info("Parameters validated (env %r)", context.env)
 
     @hook_impl
@@ -100,7 +102,9 @@ class ReproducibilityHook:
     those of nodes that ``--only-missing-outputs`` skips."""
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog) -> None:
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog
+    ) -> None:
         if mlflow.active_run() is None:
             return
         project_path = Path(run_params.get("project_path") or ".")
@@ -150,11 +154,19 @@ class ReusedOutputsHook:
         if not reused or self._run_id is None:
             return
         client = MlflowClient()
-        client.set_tag(self._run_id, "kedro.reused_nodes", ",".join(sorted(n.name for n in reused)))
+        client.set_tag(
+            self._run_id, "kedro.reused_nodes", ",".join(sorted(n.name for n in reused))
+        )
         for name in sorted(_outputs(reused)):
             dataset = catalog.get(name) if name in catalog else None
-            if dataset is not None and _is_mlflow_artifact(dataset) and dataset.exists():
-                client.log_artifact(self._run_id, str(dataset._filepath), dataset.artifact_path)
+            if (
+                dataset is not None
+                and _is_mlflow_artifact(dataset)
+                and dataset.exists()
+            ):
+                client.log_artifact(
+                    self._run_id, str(dataset._filepath), dataset.artifact_path
+                )
                 logger.info("Logged reused output %r from %s", name, dataset._filepath)
 
 

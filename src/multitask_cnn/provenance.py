@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from kedro.utils import find_kedro_project
 
-__all__ = ["ProjectNotFoundError", "fingerprint", "git_state", "project_root", "run_provenance"]
+__all__ = [
+    "ProjectNotFoundError",
+    "fingerprint",
+    "git_state",
+    "project_root",
+    "run_provenance",
+]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -83,7 +89,9 @@ def fingerprint(data: Mapping[str, Any]) -> str:
         if isinstance(value, torch.Tensor):
             tensor = value.detach().cpu().contiguous()
             digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(
+                tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            )
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())

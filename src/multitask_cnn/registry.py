@@ -51,7 +51,9 @@ class Registry(Generic[T]):
     def check(self, name: str) -> str:
         """``name`` if registered, else :class:`ValueError` (for pydantic validators)."""
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose from {self.names()}")
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; choose from {self.names()}"
+            )
         return name
 
     def names(self) -> list[str]:

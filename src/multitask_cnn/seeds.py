@@ -21,7 +21,9 @@ def seed_sequence(seed: int, purpose: str) -> np.random.SeedSequence:
     The purpose name is hashed into the sequence's spawn key, so streams need no
     registration and adding a purpose later changes none of the existing ones.
     """
-    key = int.from_bytes(hashlib.blake2b(purpose.encode(), digest_size=8).digest(), "big")
+    key = int.from_bytes(
+        hashlib.blake2b(purpose.encode(), digest_size=8).digest(), "big"
+    )
     return np.random.SeedSequence(entropy=seed, spawn_key=(key,))
 
 

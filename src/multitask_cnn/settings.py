@@ -21,7 +21,10 @@ def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
     Anchoring to the root keeps one store whatever the current directory is
     (``notebooks/``, cron); a relative ``sqlite:///`` URI would not.
     """
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / filename}"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root() / filename}"
+    )
 
 
 def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:

@@ -49,9 +49,13 @@ __all__ = [
 
 # Metric names are "<split>.<task>.<metric>" next to "<split>.loss" and "weight.<task>":
 # a task may not take a name those already use.
-RESERVED_TASK_NAMES = frozenset({"loss", "objective", "epoch", "epoch_seconds", "weight"})
+RESERVED_TASK_NAMES = frozenset(
+    {"loss", "objective", "epoch", "epoch_seconds", "weight"}
+)
 
-Sums = tuple[torch.Tensor, torch.Tensor]  # (sum over labelled rows, labelled rows), on device
+Sums = tuple[
+    torch.Tensor, torch.Tensor
+]  # (sum over labelled rows, labelled rows), on device
 
 TASK_KINDS: Registry[TaskKind] = Registry("task kind")
 
@@ -166,23 +170,31 @@ class TaskKind:
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def running_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, Sums]:
+    def running_sums(
+        self, output: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, Sums]:
         """Metrics the training loop accumulates on the device (``accuracy``, ``mae``)."""
         mask = self.mask(target)
         correct = self.predict(output) == target
         return {"accuracy": _masked_sum(correct.float(), mask)}
 
-    def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, spec: TaskSpec) -> dict[str, float]:
+    def metrics(
+        self, y_true: np.ndarray, y_pred: np.ndarray, spec: TaskSpec
+    ) -> dict[str, float]:
         """Test metrics on labelled rows (scikit-learn)."""
         classes = list(range(self.n_classes(spec) or 0))
         return {
             "accuracy": float(accuracy_score(y_true, y_pred)),
             "f1_macro": float(
-                f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)
+                f1_score(
+                    y_true, y_pred, labels=classes, average="macro", zero_division=0
+                )
             ),
         }
 
-    def check_labels(self, task: str, spec: TaskSpec, labels: torch.Tensor, where: str) -> None:
+    def check_labels(
+        self, task: str, spec: TaskSpec, labels: torch.Tensor, where: str
+    ) -> None:
         """Raise :class:`LabelError` naming the row when ``labels`` cannot train ``spec``."""
         if labels.is_floating_point():
             raise LabelError(
@@ -201,7 +213,6 @@ class TaskKind:
 
     def _fix_hint(self, largest: int) -> str:
         return f"Set num_classes to at least {largest + 1}."
-
 
 
 def _register(cls: type[TaskKind]) -> type[TaskKind]:
@@ -232,7 +243,9 @@ class Multiclass(TaskKind):
 
     def loss_sums(self, output: torch.Tensor, target: torch.Tensor) -> Sums:
         mask = self.mask(target)
-        safe = torch.where(mask.unsqueeze(1), output, 0.0)  # no NaN from unlabelled rows
+        safe = torch.where(
+            mask.unsqueeze(1), output, 0.0
+        )  # no NaN from unlabelled rows
         per_row = F.cross_entropy(safe, target.clamp(min=0), reduction="none")
         return _masked_sum(per_row, mask)
 
@@ -250,7 +263,9 @@ class Binary(TaskKind):
         if spec.num_classes not in (None, 2):
             raise ValueError("a binary task has two classes; drop num_classes")
         if spec.class_names is not None and len(spec.class_names) != 2:
-            raise ValueError(f"class_names has {len(spec.class_names)} names, expected 2")
+            raise ValueError(
+                f"class_names has {len(spec.class_names)} names, expected 2"
+            )
 
     def n_classes(self, spec: TaskSpec) -> int:
         return 2
@@ -294,18 +309,24 @@ class Regression(TaskKind):
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output
 
-    def running_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, Sums]:
+    def running_sums(
+        self, output: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, Sums]:
         mask = self.mask(target)
         diff = torch.where(mask, output, 0.0) - torch.where(mask, target, 0.0)
         return {"mae": _masked_sum(diff.abs(), mask)}
 
-    def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, spec: TaskSpec) -> dict[str, float]:
+    def metrics(
+        self, y_true: np.ndarray, y_pred: np.ndarray, spec: TaskSpec
+    ) -> dict[str, float]:
         return {
             "mse": float(mean_squared_error(y_true, y_pred)),
             "mae": float(mean_absolute_error(y_true, y_pred)),
         }
 
-    def check_labels(self, task: str, spec: TaskSpec, labels: torch.Tensor, where: str) -> None:
+    def check_labels(
+        self, task: str, spec: TaskSpec, labels: torch.Tensor, where: str
+    ) -> None:
         if not labels.is_floating_point():
             raise LabelError(
                 f"task {task!r} (regression): {where} labels are {labels.dtype}, "

@@ -76,13 +76,21 @@ def test_missing_data_names_every_folder_and_the_fix(tmp_path):
 
 def test_corrupt_file_is_reported_with_its_path(tmp_path, fashion_mnist):
     _write_slice(tmp_path, fashion_mnist, 10, gz=False)
-    (tmp_path / FILES["train", "images"]).write_bytes(b"\x00\x00\x0d\x03" + b"\x00" * 12)
-    with pytest.raises(ValueError, match="train-images-idx3-ubyte: not an unsigned-byte"):
+    (tmp_path / FILES["train", "images"]).write_bytes(
+        b"\x00\x00\x0d\x03" + b"\x00" * 12
+    )
+    with pytest.raises(
+        ValueError, match="train-images-idx3-ubyte: not an unsigned-byte"
+    ):
         read_fashion_mnist(tmp_path)
 
 
-def test_catalog_dataset_searches_raw_folder_then_fallbacks(tmp_path, fashion_mnist_dir):
-    dataset = FashionMNISTDataset(path=str(tmp_path / "raw"), fallback_paths=[str(fashion_mnist_dir)])
+def test_catalog_dataset_searches_raw_folder_then_fallbacks(
+    tmp_path, fashion_mnist_dir
+):
+    dataset = FashionMNISTDataset(
+        path=str(tmp_path / "raw"), fallback_paths=[str(fashion_mnist_dir)]
+    )
     assert dataset.exists()
     assert dataset.load().source == str(fashion_mnist_dir)
     nowhere = FashionMNISTDataset(path=str(tmp_path / "raw"), fallback_paths=[])

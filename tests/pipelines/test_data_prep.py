@@ -8,7 +8,7 @@ from kedro_datasets.json import JSONDataset
 from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.multifashion import split_pool
 from multitask_cnn.pipelines.data_prep import create_pipeline
-from multitask_cnn.pipelines.data_prep.nodes import compose_splits
+from multitask_cnn.pipelines.data_prep.nodes import compose_splits, report_class_balance
 from multitask_cnn.seeds import numpy_generator
 
 
@@ -52,9 +52,12 @@ def test_pipeline_builds_normalised_splits(
     stats = catalog.load("normalisation_stats")
     assert stats["computed_on"] == "train" and stats["n_images"] == 900
     report = catalog.load("data_report")
-    counts = report.groupby(["split", "task"])["count"].sum()
+    counts = report.groupby(["split", "label"])["count"].sum()
     assert counts["train", "left"] == 900 and counts["test", "right"] == 400
-    assert set(report["class_name"]) >= {"Sneaker", "Ankle boot"}
+    assert counts["train", "footwear"] == 900 and counts["val", "ink"] == 300
+    assert set(report["class_name"]) >= {"Sneaker", "Ankle boot", "footwear", "missing"}
+    missing = report[report["class_id"] == -1].set_index(["split", "label"])["count"]
+    assert missing.sum() == 0  # every label present unless missing_labels says so
 
 
 def test_splits_draw_from_their_official_split_only(
@@ -142,3 +145,51 @@ def test_same_seed_same_splits_other_seed_other_splits(
         _assert_same_split(a[split], b[split])
         assert not np.array_equal(a[split]["images"], c[split]["images"])
         assert not np.array_equal(a[split]["source_index"], c[split]["source_index"])
+
+
+def test_derived_labels_give_a_binary_and_a_regression_target(
+    fashion_mnist_small, data_prep_params
+):
+    splits = compose_splits(fashion_mnist_small, data_prep_params)
+    for data in splits.values():
+        labels = data["labels"]
+        footwear = np.isin(labels["left"], (5, 7, 9)) | np.isin(
+            labels["right"], (5, 7, 9)
+        )
+        np.testing.assert_array_equal(labels["footwear"], footwear.astype(np.int64))
+        ink = data["images"].reshape(len(data["images"]), -1).mean(axis=1) / 255
+        np.testing.assert_allclose(labels["ink"], ink, rtol=1e-6)
+        assert labels["ink"].dtype == np.float32 and 0 < labels["footwear"].mean() < 1
+
+
+def test_missing_labels_hide_train_and_val_labels_only(
+    fashion_mnist_small, data_prep_params
+):
+    params = data_prep_params | {"missing_labels": {"left": 0.5, "ink": 0.25}}
+    splits = compose_splits(fashion_mnist_small, params)
+    complete = compose_splits(fashion_mnist_small, data_prep_params)
+    train, val, test = (
+        splits["train"]["labels"],
+        splits["val"]["labels"],
+        splits["test"]["labels"],
+    )
+    assert (train["left"] == -1).sum() == 450 and (val["left"] == -1).sum() == 150
+    assert np.isnan(train["ink"]).sum() == 225 and np.isnan(val["ink"]).sum() == 75
+    assert (test["left"] >= 0).all() and not np.isnan(test["ink"]).any()
+    # the labels that remain are the true ones; images and other labels do not move
+    kept = train["left"] >= 0
+    np.testing.assert_array_equal(
+        train["left"][kept], complete["train"]["labels"]["left"][kept]
+    )
+    np.testing.assert_array_equal(train["right"], complete["train"]["labels"]["right"])
+    np.testing.assert_array_equal(
+        splits["train"]["images"], complete["train"]["images"]
+    )
+    report = report_class_balance(splits).set_index(["split", "label", "class_name"])[
+        "count"
+    ]
+    assert (
+        report["train", "left", "missing"] == 450
+        and report["test", "left", "missing"] == 0
+    )
+    assert report["train", "ink", "missing"] == 225

@@ -1,15 +1,25 @@
-import json
+import math
 
+import numpy as np
 import pytest
+import torch
+from conftest import SMALL_DATA_PREP
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from kedro_datasets.json import JSONDataset
-from kedro_datasets.pandas import CSVDataset
 
-from multitask_cnn.io import TorchDataset
-from multitask_cnn.pipelines import evaluation, multitask_training
+from multitask_cnn.config import parse_tasks
+from multitask_cnn.io import CSVDataset, JSONDataset, TorchDataset
+from multitask_cnn.models import build_model
+from multitask_cnn.pipelines import data_prep, evaluation, multitask_training
+from multitask_cnn.pipelines.evaluation.nodes import CheckpointMismatchError
+from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
+from multitask_cnn.provenance import fingerprint
+from multitask_cnn.tasks import LabelError
+from multitask_cnn.training import TrainState, build_optimizer, get_weighting
 
 TRAINING = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
+PROVENANCE = {"git.commit": "abc123", "git.dirty": "false", "mlflow.run_id": "run42"}
+STATS = {"mean": 0.1, "std": 0.3, "computed_on": "train", "n_images": 900}
 
 
 @pytest.fixture
@@ -17,37 +27,66 @@ def catalog(model_inputs, tasks_params, tmp_path):
     train, val, test = model_inputs
     return DataCatalog({
         "model_input_train": MemoryDataset(train), "model_input_val": MemoryDataset(val),
-        "model_input_test": MemoryDataset(test),
+        "model_input_test": MemoryDataset(test), "normalisation_stats": MemoryDataset(STATS),
+        "provenance": MemoryDataset(PROVENANCE),
         "params:tasks": MemoryDataset(tasks_params),
         "params:model": MemoryDataset({"backbone": "convnet"}),
         "params:training": MemoryDataset(TRAINING),
         "params:evaluation": MemoryDataset({"device": "cpu"}),
         "multitask_checkpoint": TorchDataset(str(tmp_path / "checkpoint.pt")),
-        "task_metrics": JSONDataset(filepath=str(tmp_path / "metrics.json")),
-        "training_history": CSVDataset(filepath=str(tmp_path / "history.csv")),
+        "train_state": TorchDataset(str(tmp_path / "train_state.pt")),
+        "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
+        "training_history": CSVDataset(str(tmp_path / "history.csv")),
     })  # fmt: skip
 
 
-def test_train_then_evaluate_in_memory(catalog, tmp_path):
+def test_train_then_evaluate_in_memory(catalog, model_inputs):
     pipeline = multitask_training.create_pipeline() + evaluation.create_pipeline()
     SequentialRunner().run(pipeline, catalog)
 
     checkpoint = catalog.load("multitask_checkpoint")  # round-trips through the file
-    assert set(checkpoint) == {"model", "optimizer", "epoch", "n_parameters", "config"}
-    assert checkpoint["config"]["model"]["backbone"] == "convnet"
+    assert checkpoint["format_version"] == 2
+    assert (
+        checkpoint["provenance"] == PROVENANCE and checkpoint["normalisation"] == STATS
+    )
+    assert checkpoint["input_fingerprint"] == {"train": fingerprint(model_inputs[0]),
+                                               "val": fingerprint(model_inputs[1])}  # fmt: skip
+    config = checkpoint["config"]  # effective: defaults filled in
+    assert config["model"]["backbone_args"]["dropout"] == 0.3
+    assert config["training"]["epochs"] == 2 and config["training"]["lr"] == 0.001
+    assert config["tasks"]["left"]["label"] == "left"
     assert "block1.0.weight" in {k.removeprefix("shared.") for k in checkpoint["model"]}
 
     history = catalog.load("training_history")
-    assert len(history) == 2 and history["train.loss"].notna().all()
+    assert history["epoch"].tolist() == [1, 2] and history["train.loss"].notna().all()
+    assert checkpoint["epoch"] == history["val.loss"].idxmin() + 1
+    assert checkpoint["val_loss"] == pytest.approx(history["val.loss"].min())
 
-    metrics = catalog.load("task_metrics")["test"]
+    # the train state restores into a fresh TrainState
+    specs = parse_tasks(catalog.load("params:tasks"))
+    model = build_model(specs, "convnet")
+    state = TrainState(model, build_optimizer("adam", model.parameters(), lr=1e-3),
+                       get_weighting("equal", specs))  # fmt: skip
+    state.load_state_dict(catalog.load("train_state"))
+    assert state.epoch == 2 and state.history[1]["val.loss"] == pytest.approx(
+        history["val.loss"][1]
+    )
+
+    metrics = catalog.load("task_metrics")
     for task in ("left", "right"):
-        assert 0.1 < metrics[task]["accuracy"] <= 1 and 0 < metrics[task]["f1_macro"] <= 1
-        assert metrics[task]["n"] == 400
-    json.dumps(metrics)  # JSON-serialisable as saved
+        assert (
+            0.1 < metrics["test"][task]["accuracy"] <= 1
+            and 0 < metrics["test"][task]["f1_macro"] <= 1
+        )
+        assert metrics["test"][task]["n"] == 400
+    assert metrics["checkpoint"]["provenance"]["mlflow.run_id"] == "run42"
+    assert metrics["checkpoint"]["epoch"] == checkpoint["epoch"]
 
     mlflow_metrics = catalog.load("test_metrics")
-    assert mlflow_metrics["test.left.accuracy"]["value"] == metrics["left"]["accuracy"]
+    assert (
+        mlflow_metrics["test.left.accuracy"]["value"]
+        == metrics["test"]["left"]["accuracy"]
+    )
     assert set(mlflow_metrics) == {f"test.{t}.{m}" for t in ("left", "right")
                                    for m in ("accuracy", "f1_macro")}  # fmt: skip
     figures = catalog.load("confusion_matrices")
@@ -57,11 +96,101 @@ def test_train_then_evaluate_in_memory(catalog, tmp_path):
     assert [t.get_text() for t in axes.get_yticklabels()][-2:] == ["Bag", "Ankle boot"]
 
 
-def test_evaluation_refuses_tasks_the_model_was_not_trained_on(catalog):
+@pytest.mark.parametrize(
+    ("tasks", "expected"),
+    [
+        ({"left": {"kind": "multiclass", "num_classes": 10},
+          "other": {"kind": "multiclass", "num_classes": 10, "label": "right"}},
+         ["task 'other' is in the spec but not in the checkpoint",
+          "task 'right' is in the checkpoint but not in the spec"]),
+        ({"left": {"kind": "multiclass", "num_classes": 10},
+          "right": {"kind": "multiclass", "num_classes": 10, "label": "left"}},
+         ["task 'right': label is 'left' in the spec, 'right' in the checkpoint"]),
+        ({"left": {"kind": "multiclass", "num_classes": 12},
+          "right": {"kind": "multiclass", "num_classes": 10}},
+         ["task 'left': num_classes is 12 in the spec, 10 in the checkpoint"]),
+    ],
+)  # fmt: skip
+def test_evaluation_refuses_a_checkpoint_trained_for_other_tasks(
+    catalog, tasks, expected
+):
     SequentialRunner().run(multitask_training.create_pipeline(), catalog)
-    catalog["params:tasks"] = MemoryDataset({
-        "left": {"kind": "multiclass", "num_classes": 10},
-        "other": {"kind": "multiclass", "num_classes": 10, "label": "right"},
-    })  # fmt: skip
-    with pytest.raises(ValueError, match=r"tasks \['other'\] are not in the checkpoint"):
+    catalog["params:tasks"] = MemoryDataset(tasks)
+    with pytest.raises(CheckpointMismatchError) as error:
         SequentialRunner().run(evaluation.create_pipeline(), catalog)
+    for line in expected:
+        assert line in str(error.value)
+
+
+def test_labels_that_do_not_fit_the_spec_stop_training_before_it_starts(
+    model_inputs, tasks_params
+):
+    train = {"images": model_inputs[0]["images"],
+             "labels": dict(model_inputs[0]["labels"], left=model_inputs[0]["labels"]["left"].clone())}  # fmt: skip
+    train["labels"]["left"][7] = 12
+    with pytest.raises(LabelError, match="task 'left' .* train row 7 has label 12"):
+        train_multitask_model(
+            train, model_inputs[1], STATS, tasks_params, {}, TRAINING, PROVENANCE
+        )
+
+
+def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tmp_path):
+    """Data with hidden labels -> training -> evaluation -> metrics, for a multiclass,
+    a binary and a regression task."""
+    tasks = {
+        "left": {"kind": "multiclass", "num_classes": 10},
+        "shoes": {"kind": "binary", "label": "footwear"},
+        "ink": {"kind": "regression"},
+    }
+    missing = {"left": 0.5, "footwear": 0.3, "ink": 0.4}
+    catalog = DataCatalog({
+        "fashion_mnist": MemoryDataset(fashion_mnist_small),
+        "params:data_prep": MemoryDataset(SMALL_DATA_PREP | {"missing_labels": missing}),
+        "provenance": MemoryDataset(PROVENANCE),
+        "params:tasks": MemoryDataset(tasks),
+        "params:model": MemoryDataset({"backbone": "lenet"}),
+        "params:training": MemoryDataset(TRAINING | {"epochs": 3, "lr": 0.003}),
+        "params:evaluation": MemoryDataset({"device": "cpu"}),
+        "model_input_train": TorchDataset(str(tmp_path / "train.pt")),
+        "training_history": CSVDataset(str(tmp_path / "history.csv")),
+        "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
+    })  # fmt: skip
+    pipeline = data_prep.create_pipeline() + multitask_training.create_pipeline()
+    SequentialRunner().run(pipeline + evaluation.create_pipeline(), catalog)
+
+    train_labels = catalog.load("model_input_train")["labels"]
+    assert (train_labels["left"] == -1).sum() == 450 and torch.isnan(
+        train_labels["ink"]
+    ).sum() == 360
+    history = catalog.load("training_history")
+    for column in (
+        "train.left.loss",
+        "val.shoes.loss",
+        "val.ink.loss",
+        "val.ink.mae",
+        "val.shoes.accuracy",
+    ):
+        assert np.isfinite(history[column]).all(), column
+    assert history["val.loss"].tolist() == pytest.approx(
+        (
+            history["val.left.loss"]
+            + history["val.shoes.loss"]
+            + history["val.ink.loss"]
+        ).tolist()
+    )
+    metrics = catalog.load("task_metrics")["test"]
+    assert (
+        set(metrics["left"]) == {"accuracy", "f1_macro", "n"}
+        and metrics["left"]["n"] == 400
+    )
+    assert (
+        set(metrics["ink"]) == {"mse", "mae", "n"} and 0 < metrics["ink"]["mae"] < 1
+    )  # ink is in [0, 1]
+    assert metrics["shoes"]["accuracy"] > 0.5 and metrics["left"]["accuracy"] > 0.15
+    assert all(math.isfinite(v) for m in metrics.values() for v in m.values())
+    mlflow_metrics = catalog.load("test_metrics")
+    assert {"test.ink.mse", "test.shoes.f1_macro", "test.left.accuracy"} <= set(
+        mlflow_metrics
+    )
+    assert set(catalog.load("confusion_matrices")) == {"confusion_matrix_left.png",
+                                                       "confusion_matrix_shoes.png"}  # fmt: skip

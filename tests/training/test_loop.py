@@ -1,74 +1,267 @@
+import copy
 import io
+import math
 import sys
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from multitask_cnn.config import ModelConfig, parse_tasks
+from multitask_cnn.config import parse_tasks
+from multitask_cnn.io import TorchDataset
 from multitask_cnn.models import build_model
+from multitask_cnn.tasks import kinds_of
 from multitask_cnn.training import (
-    TASK_KINDS,
+    InMemorySource,
+    NonFiniteLossError,
+    Split,
+    TrainState,
+    build_optimizer,
     evaluate,
     fit,
     get_weighting,
-    seed_everything,
+    train_one_epoch,
 )
-from multitask_cnn.training.loop import Split, iterate_batches
 
+CPU = torch.device("cpu")
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
-                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
-KINDS = {t: TASK_KINDS[s.kind] for t, s in TASKS.items()}
+                     "right": {"kind": "multiclass", "num_classes": 10, "loss_weight": 3.0}})  # fmt: skip
+KINDS = kinds_of(TASKS)
 LABELS = {"left": "left", "right": "right"}
 
 
-def _fit(model_inputs, seed=0, epochs=3, patience=5, lr=3e-3, callback=None):
-    train, val, _ = (Split.from_model_input(m, LABELS) for m in model_inputs)
-    generator = seed_everything(seed)
-    model = build_model(ModelConfig(backbone="lenet"), TASKS)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    result = fit(model, train, val, KINDS, get_weighting("equal", TASKS), optimizer,
-                 torch.device("cpu"), epochs=epochs, batch_size=64, eval_batch_size=256,
-                 patience=patience, generator=generator, on_epoch_end=callback)  # fmt: skip
-    return model, result, val
+def _splits(model_inputs):
+    return [Split.from_model_input(m, LABELS) for m in model_inputs[:2]]
 
 
-def test_batches_cover_every_sample_once(model_inputs):
-    split = Split.from_model_input(model_inputs[0], LABELS)
-    seen = torch.cat([y["left"] for _, y in iterate_batches(split, 64, torch.Generator().manual_seed(0))])
-    assert len(seen) == len(split)
-    assert sorted(seen.tolist()) == sorted(split.labels["left"].tolist())
+def _state(
+    seed=0, lr=3e-3, weighting="equal", optimizer="adam", tasks=TASKS, **model_args
+):
+    torch.manual_seed(seed)
+    model = build_model(tasks, "lenet", **model_args)
+    return TrainState(model, build_optimizer(optimizer, model.parameters(), lr=lr),
+                      get_weighting(weighting, tasks))  # fmt: skip
 
 
-def test_fit_learns_real_data_and_keeps_the_best_epoch(model_inputs):
+def _fit(
+    model_inputs, state=None, epochs=3, patience=5, callback=None, prefix="", **kwargs
+):
+    train, val = _splits(model_inputs)
+    state = state or _state(**kwargs)
+    source = InMemorySource(train, 64, seed=1)
+    fit(state, source, InMemorySource(val, 256), KINDS, CPU, epochs=epochs,
+        patience=patience, prefix=prefix, on_epoch_end=callback)  # fmt: skip
+    return state, val, source
+
+
+def test_in_memory_source_covers_every_row_once_and_resumes_its_order(model_inputs):
+    train, _ = _splits(model_inputs)
+    source = InMemorySource(train, 64, seed=0)
+    seen = torch.cat([b.labels["left"] for b in source])
+    assert len(source) == -(-len(train) // 64) and len(seen) == len(train)
+    assert sorted(seen.tolist()) == sorted(train.labels["left"].tolist())
+    saved = source.state_dict()
+    first = [b.labels["left"] for b in source]
+    source.load_state_dict(saved)
+    again = [b.labels["left"] for b in source]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(torch.cat(first), seen)  # a new order every pass
+    plain = [b.labels["left"] for b in InMemorySource(train, 500)]
+    assert torch.equal(torch.cat(plain), train.labels["left"])  # no seed: in order
+
+
+def test_fit_learns_real_data_and_leaves_the_best_weights_in_the_model(model_inputs):
     records = []
-    model, result, val = _fit(model_inputs, epochs=4, callback=lambda e, r: records.append((e, r)))
-    history = result.history
+    state, val, _ = _fit(
+        model_inputs, epochs=4, callback=lambda e, r: records.append((e, r))
+    )
+    history = state.history
     assert [e for e, _ in records] == [1, 2, 3, 4] == [h["epoch"] for h in history]
     assert history[-1]["train.loss"] < history[0]["train.loss"]
     best = min(history, key=lambda h: h["val.loss"])
-    assert result.best_epoch == best["epoch"]
-    # the returned state is the best epoch's, not the last one's
-    model.load_state_dict(result.best_state)
-    again = evaluate(model, val, KINDS, torch.device("cpu"), 256)
-    assert abs(again["loss"] - best["val.loss"]) < 1e-5
-    assert again["left.accuracy"] > 0.2 and again["right.accuracy"] > 0.2  # chance is 0.1
-    assert set(result.optimizer_state) == {"state", "param_groups"}
-    assert {"weight.left", "weight.right", "val.left.accuracy", "train.right.loss"} <= set(history[0])
+    assert state.best_epoch == best["epoch"]
+    again = evaluate(state.model, InMemorySource(val, 256), KINDS, CPU)
+    assert again["loss"] == pytest.approx(best["val.loss"], abs=1e-6)
+    assert (
+        again["left.accuracy"] > 0.2 and again["right.accuracy"] > 0.2
+    )  # chance is 0.1
+    assert {
+        "weight.left",
+        "weight.right",
+        "val.left.accuracy",
+        "train.right.loss",
+    } <= set(history[0])
 
 
-def test_early_stopping_stops_after_patience(model_inputs):
+def test_the_model_holds_the_best_epoch_even_when_later_epochs_are_worse(model_inputs):
     # a huge learning rate makes val.loss worse after the first epoch
-    _, result, _ = _fit(model_inputs, epochs=10, patience=2, lr=5.0)
-    assert result.stopped_early
-    assert len(result.history) == result.best_epoch + 2
+    state, val, _ = _fit(model_inputs, epochs=10, patience=2, lr=5.0)
+    assert state.stopped_early and state.best_epoch < len(state.history)
+    assert len(state.history) == state.best_epoch + 2
+    again = evaluate(state.model, InMemorySource(val, 256), KINDS, CPU)
+    assert again["loss"] == pytest.approx(
+        state.history[state.best_epoch - 1]["val.loss"], abs=1e-5
+    )
+    assert again["loss"] < state.history[-1]["val.loss"]
+
+
+def test_epoch_losses_average_over_labelled_rows_and_loss_is_their_sum(model_inputs):
+    train, _ = _splits(model_inputs)
+    left = train.labels["left"].clone()
+    left[::3] = -1  # a third of the rows have no `left` label
+    split = Split(train.images, {"left": left, "right": train.labels["right"]})
+    state = _state()
+    metrics = evaluate(state.model, InMemorySource(split, 100), KINDS, CPU)
+    with torch.no_grad():
+        out = state.model(split.images)
+    labelled = left >= 0
+    expected_left = F.cross_entropy(out["left"][labelled], left[labelled]).item()
+    assert metrics["left.loss"] == pytest.approx(expected_left, rel=1e-5)
+    assert metrics["loss"] == pytest.approx(
+        metrics["left.loss"] + metrics["right.loss"]
+    )
+    accuracy = (out["left"].argmax(1)[labelled] == left[labelled]).float().mean().item()
+    assert metrics["left.accuracy"] == pytest.approx(accuracy)
+    trained = train_one_epoch(state.model, InMemorySource(split, 100), KINDS, state.weighting,
+                              state.optimizer, CPU)  # fmt: skip
+    assert set(trained) == {"loss", "left.loss", "right.loss"}
+    assert trained["loss"] == pytest.approx(
+        trained["left.loss"] + trained["right.loss"]
+    )
+
+
+def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(model_inputs):
+    tasks = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
+                         "ink": {"kind": "regression"}})  # fmt: skip
+    train = Split.from_model_input(model_inputs[0], {"left": "left", "ink": "ink"})
+    ink = train.labels["ink"].clone()
+    ink[200:] = math.inf  # rows 200.. poison the second batch of 200 (unshuffled)
+    split = Split(train.images, {"left": train.labels["left"], "ink": ink})
+    state = _state(tasks=tasks)
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"task 'ink': the loss is not finite at epoch 2, step 2 of 5",
+    ):
+        train_one_epoch(state.model, InMemorySource(split, 200), kinds_of(tasks), state.weighting,
+                        state.optimizer, CPU, epoch=2)  # fmt: skip
+    assert all(
+        torch.isfinite(p).all() for p in state.model.parameters()
+    )  # no bad step taken
+
+
+def test_unshared_stages_get_gradients_from_their_own_task_only():
+    model = build_model(TASKS, "lenet", shared_stages=1)
+    out = model(torch.randn(4, 1, 36, 36))
+    F.cross_entropy(out["left"], torch.tensor([0, 1, 2, 3])).backward()
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.shared.parameters()
+    )
+    assert all(p.grad is not None for p in model.task_stages["left"].parameters())
+    assert all(p.grad is None for p in model.task_stages["right"].parameters())
+    assert all(p.grad is None for p in model.heads["right"].parameters())
+
+
+def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(model_inputs):
+    train, _ = _splits(model_inputs)
+    train = Split(train.images[:128], {t: y[:128] for t, y in train.labels.items()})
+    weighted = _state(weighting="static", optimizer="sgd", lr=0.1)
+    manual = copy.deepcopy(weighted.model)
+    optimizer = torch.optim.SGD(manual.parameters(), lr=0.1, momentum=0.9)
+    train_one_epoch(weighted.model, InMemorySource(train, 128), KINDS, weighted.weighting,
+                    weighted.optimizer, CPU)  # fmt: skip
+    out = manual(train.images)
+    loss = F.cross_entropy(out["left"], train.labels["left"]) + 3.0 * F.cross_entropy(
+        out["right"], train.labels["right"]
+    )
+    loss.backward()
+    optimizer.step()
+    for (name, a), b in zip(
+        weighted.model.state_dict().items(), manual.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    equal = _state(weighting="equal", optimizer="sgd", lr=0.1)
+    train_one_epoch(equal.model, InMemorySource(train, 128), KINDS, equal.weighting,
+                    equal.optimizer, CPU)  # fmt: skip
+    assert not torch.allclose(
+        equal.model.heads["right"][0].weight, weighted.model.heads["right"][0].weight
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "group"),
+    [
+        ("adam", torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
+        ("adamw", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+        ("sgd", torch.optim.SGD, {"lr": 0.01, "weight_decay": 0.1, "momentum": 0.5}),
+    ],
+)
+def test_optimizers_by_name_train_the_model(model_inputs, name, cls, group):
+    model = build_model(TASKS, "lenet")
+    optimizer = build_optimizer(
+        name, model.parameters(), lr=0.01, weight_decay=0.1, momentum=0.5
+    )
+    assert type(optimizer) is cls
+    assert {k: optimizer.param_groups[0][k] for k in group} == group
+    state, _, _ = _fit(
+        model_inputs, epochs=2, optimizer=name, lr=0.01 if name == "sgd" else 3e-3
+    )
+    assert state.history[-1]["train.loss"] < state.history[0]["train.loss"]
 
 
 def test_same_seed_same_weights(model_inputs):
-    _, a, _ = _fit(model_inputs, seed=11, epochs=1)
-    _, b, _ = _fit(model_inputs, seed=11, epochs=1)
-    _, c, _ = _fit(model_inputs, seed=12, epochs=1)
-    for key in a.best_state:
-        torch.testing.assert_close(a.best_state[key], b.best_state[key])
-    assert not torch.equal(a.best_state["heads.left.0.weight"], c.best_state["heads.left.0.weight"])
+    a, _, _ = _fit(model_inputs, seed=11, epochs=1)
+    b, _, _ = _fit(model_inputs, seed=11, epochs=1)
+    c, _, _ = _fit(model_inputs, seed=12, epochs=1)
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key]), key
+    assert not torch.equal(
+        a.model.heads["left"][0].weight, c.model.heads["left"][0].weight
+    )
+
+
+def test_metric_names_take_a_prefix(model_inputs):
+    state, _, _ = _fit(model_inputs, epochs=1, prefix="baseline.left.")
+    keys = set(state.history[0]) - {"epoch"}
+    assert keys and all(k.startswith("baseline.left.") for k in keys)
+    assert "baseline.left.val.left.accuracy" in keys
+
+
+def test_train_state_round_trip_resumes_bit_for_bit(model_inputs, tmp_path):
+    train, val = _splits(model_inputs)
+    first, _, source = _fit(model_inputs, epochs=1)
+    dataset = TorchDataset(str(tmp_path / "state.pt"))
+    dataset.save(first.state_dict())
+
+    resumed = _state(
+        seed=99
+    )  # other initial weights: everything must come from the file
+    resumed.load_state_dict(dataset.load())
+    resumed_source = InMemorySource(train, 64, seed=123)  # other order: restored too
+    resumed.restore_rng(resumed_source)
+    assert (resumed.epoch, resumed.best_epoch, resumed.best_loss) == (
+        1,
+        first.best_epoch,
+        first.best_loss,
+    )
+    assert resumed.history == first.history and resumed.bad_epochs == first.bad_epochs
+    assert (
+        resumed.optimizer.state_dict()["state"].keys()
+        == first.optimizer.state_dict()["state"].keys()
+    )
+
+    first.restore_rng(source)
+    for state, src in ((first, source), (resumed, resumed_source)):
+        fit(state, src, InMemorySource(val, 256), KINDS, CPU, epochs=2, patience=5)
+    for key, value in first.state_dict()["model"].items():
+        assert torch.equal(value, resumed.state_dict()["model"][key]), key
+    assert first.history[1]["val.loss"] == resumed.history[1]["val.loss"]
+
+
+def test_train_state_refuses_another_format(model_inputs):
+    state = _state()
+    saved = state.state_dict() | {"format_version": 0}
+    with pytest.raises(ValueError, match="train state format 0 is not 1"):
+        _state().load_state_dict(saved)
 
 
 class _Terminal(io.StringIO):

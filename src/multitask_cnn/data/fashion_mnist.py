@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FashionMNIST", "FashionMNISTNotFoundError", "find_fashion_mnist", "read_fashion_mnist"]
+__all__ = [
+    "FashionMNIST",
+    "FashionMNISTNotFoundError",
+    "find_fashion_mnist",
+    "read_fashion_mnist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +68,12 @@ def _download(folder: Path) -> None:
     from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
     logger.warning("Downloading Fashion-MNIST with torchvision into %s", folder)
-    TorchvisionFashionMNIST(root=str(folder / "_torchvision"), train=True, download=True)
-    TorchvisionFashionMNIST(root=str(folder / "_torchvision"), train=False, download=True)
+    TorchvisionFashionMNIST(
+        root=str(folder / "_torchvision"), train=True, download=True
+    )
+    TorchvisionFashionMNIST(
+        root=str(folder / "_torchvision"), train=False, download=True
+    )
     raw = folder / "_torchvision" / "FashionMNIST" / "raw"
     for stem in FILES.values():
         shutil.copy2(raw / stem, folder / stem)
@@ -86,7 +95,9 @@ def find_fashion_mnist(
         folders[0].mkdir(parents=True, exist_ok=True)
         _download(folders[0])
         return folders[0]
-    tried = "\n".join(f"  - {f} ({'missing' if not f.exists() else 'incomplete'})" for f in folders)
+    tried = "\n".join(
+        f"  - {f} ({'missing' if not f.exists() else 'incomplete'})" for f in folders
+    )
     raise FashionMNISTNotFoundError(
         "Fashion-MNIST not found. Looked for "
         f"{', '.join(FILES.values())} (optionally .gz) in:\n{tried}\n"
@@ -103,7 +114,9 @@ def _read_idx(path: Path) -> np.ndarray:
     if magic >> 8 != 0x08:  # 0x08 = unsigned byte
         raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
     ndim = magic & 0xFF
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path}: expected {shape} values, file holds {array.size}")
@@ -119,9 +132,16 @@ def read_fashion_mnist(folder: str | Path) -> FashionMNIST:
         if path is None:
             raise FashionMNISTNotFoundError(f"{folder / stem}: missing")
         array = _read_idx(path)
-        arrays[f"{split}_{part}"] = array.astype(np.int64) if part == "labels" else array
+        arrays[f"{split}_{part}"] = (
+            array.astype(np.int64) if part == "labels" else array
+        )
     for split in ("train", "test"):
-        n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        n_images, n_labels = (
+            len(arrays[f"{split}_images"]),
+            len(arrays[f"{split}_labels"]),
+        )
         if n_images != n_labels:
-            raise ValueError(f"{folder}: {split} has {n_images} images but {n_labels} labels")
+            raise ValueError(
+                f"{folder}: {split} has {n_images} images but {n_labels} labels"
+            )
     return FashionMNIST(**arrays, source=str(folder))

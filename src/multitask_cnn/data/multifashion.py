@@ -16,7 +16,11 @@ import numpy as np
 
 __all__ = [
     "derived_labels",
-    "hide_labels","compose_multifashion", "draw_pairs", "split_pool"]
+    "hide_labels",
+    "compose_multifashion",
+    "draw_pairs",
+    "split_pool",
+]
 
 
 def split_pool(
@@ -124,7 +128,9 @@ def compose_multifashion(
 FOOTWEAR = (5, 7, 9)  # Fashion-MNIST classes Sandal, Sneaker, Ankle boot
 
 
-def derived_labels(canvas: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def derived_labels(
+    canvas: np.ndarray, labels: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Two more labels per composite, so that every task kind has a real target:
 
     - ``footwear`` (binary, int64 0/1): either item is a sandal, sneaker or ankle boot;

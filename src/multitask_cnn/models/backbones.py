@@ -18,7 +18,13 @@ from torch import nn
 
 from multitask_cnn.registry import Registry
 
-__all__ = ["BACKBONES", "Backbone", "backbone_defaults", "get_backbone", "register_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "backbone_defaults",
+    "get_backbone",
+    "register_backbone",
+]
 
 
 class Backbone(nn.Module):

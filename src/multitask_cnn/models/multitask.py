@@ -93,9 +93,13 @@ def build_model(
     """The multi-task model: ``backbone`` (a registered name) shared up to
     ``shared_stages``, one head per task of ``tasks``."""
     network = get_backbone(backbone, **dict(backbone_args or {}))
-    heads = {name: build_head(network.out_features, spec) for name, spec in tasks.items()}
+    heads = {
+        name: build_head(network.out_features, spec) for name, spec in tasks.items()
+    }
     return MultiTaskModel(network, heads, shared_stages=shared_stages)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+    return sum(
+        p.numel() for p in module.parameters() if p.requires_grad or not trainable_only
+    )

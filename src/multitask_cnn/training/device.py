@@ -8,7 +8,9 @@ __all__ = ["resolve_device"]
 
 
 def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return bool(
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    )
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,7 +24,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} but CUDA is not available here; use auto or cpu")
+            raise RuntimeError(
+                f"device {name!r} but CUDA is not available here; use auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(
                 f"device {name!r} but only {torch.cuda.device_count()} GPU(s) exist"

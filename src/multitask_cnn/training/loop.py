@@ -63,12 +63,19 @@ class _Sums:
             return {}
         sums = torch.stack([self.sums[n] for n in names]).tolist()  # the one host sync
         counts = torch.stack([self.counts[n] for n in names]).tolist()
-        return {n: (s / c if c else math.nan) for n, s, c in zip(names, sums, counts, strict=True)}
+        return {
+            n: (s / c if c else math.nan)
+            for n, s, c in zip(names, sums, counts, strict=True)
+        }
 
 
 def _summarise(means: Mapping[str, float], tasks: list[str]) -> dict[str, float]:
     """Per-task metrics as ``<task>.<metric>`` and ``loss`` = sum of the task losses."""
-    metrics = {"loss": sum(means[f"{t}.loss"] for t in tasks if not math.isnan(means[f"{t}.loss"]))}
+    metrics = {
+        "loss": sum(
+            means[f"{t}.loss"] for t in tasks if not math.isnan(means[f"{t}.loss"])
+        )
+    }
     return metrics | dict(means)
 
 
@@ -76,7 +83,9 @@ class _FiniteGuard:
     """Remembers, on the device, the first step at which each task's loss was not
     finite; :meth:`check` reads it (a host sync) and raises."""
 
-    def __init__(self, tasks: list[str], device: torch.device, epoch: int | None) -> None:
+    def __init__(
+        self, tasks: list[str], device: torch.device, epoch: int | None
+    ) -> None:
         self.tasks, self.epoch = tasks, epoch
         self.first_bad = torch.full((len(tasks),), -1, dtype=torch.int64, device=device)
 
@@ -86,7 +95,11 @@ class _FiniteGuard:
 
     def check(self, n_steps: int) -> None:
         first_bad = self.first_bad.tolist()
-        hits = [(step, task) for task, step in zip(self.tasks, first_bad, strict=True) if step >= 0]
+        hits = [
+            (step, task)
+            for task, step in zip(self.tasks, first_bad, strict=True)
+            if step >= 0
+        ]
         if hits:
             step, task = min(hits)
             where = f"epoch {self.epoch}, " if self.epoch is not None else ""
@@ -122,13 +135,17 @@ def train_one_epoch(
     n_steps = len(source)
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 50
-    bar = tqdm(source, total=n_steps, desc=desc, leave=False, disable=None)  # quiet off a tty
+    bar = tqdm(
+        source, total=n_steps, desc=desc, leave=False, disable=None
+    )  # quiet off a tty
     for step, batch in enumerate(bar, start=1):
         batch = batch.to(device)
         outputs = model(batch.images)
         losses = {}
         for task, kind in kinds.items():
-            total, count = kind.loss_sums(batch.task_rows(task, outputs[task]), batch.labels[task])
+            total, count = kind.loss_sums(
+                batch.task_rows(task, outputs[task]), batch.labels[task]
+            )
             sums.add(f"{task}.loss", total, count)
             losses[task] = total / count.clamp(min=1)
         guard.update(step, losses)
@@ -143,7 +160,9 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, source: BatchSource, device: torch.device) -> dict[str, torch.Tensor]:
+def predict(
+    model: nn.Module, source: BatchSource, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Model outputs for every row of ``source`` (in order), per task, on the CPU."""
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
@@ -156,7 +175,10 @@ def predict(model: nn.Module, source: BatchSource, device: torch.device) -> dict
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, source: BatchSource, kinds: Mapping[str, TaskKind], device: torch.device
+    model: nn.Module,
+    source: BatchSource,
+    kinds: Mapping[str, TaskKind],
+    device: torch.device,
 ) -> dict[str, float]:
     """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
     (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression)."""
@@ -206,7 +228,9 @@ def fit(
         record: dict[str, Any] = {"epoch": epoch}
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
-        record |= {f"{prefix}weight.{t}": float(w) for t, w in weighting.weights.items()}
+        record |= {
+            f"{prefix}weight.{t}": float(w) for t, w in weighting.weights.items()
+        }
         record[f"{prefix}epoch_seconds"] = time.perf_counter() - tick
         weighting.on_epoch_end(epoch, {t: train_metrics[f"{t}.loss"] for t in kinds})
         state.end_epoch(record, val_metrics["loss"], min_delta, patience, train)
@@ -220,7 +244,9 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if state.stopped_early:
-            logger.info("%searly stopping: no better val.loss for %d epochs", prefix, patience)
+            logger.info(
+                "%searly stopping: no better val.loss for %d epochs", prefix, patience
+            )
     if state.best_state is not None:
         model.load_state_dict(state.best_state)  # copies into the live parameters
     return state

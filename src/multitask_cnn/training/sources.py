@@ -62,14 +62,20 @@ class Split:
     labels: Mapping[str, torch.Tensor]
 
     @classmethod
-    def from_model_input(cls, data: Mapping[str, Any], label_of: Mapping[str, str]) -> Split:
+    def from_model_input(
+        cls, data: Mapping[str, Any], label_of: Mapping[str, str]
+    ) -> Split:
         """Pick each task's labels (``label_of[task]``) from a model-input dict."""
-        missing = {t: name for t, name in label_of.items() if name not in data["labels"]}
+        missing = {
+            t: name for t, name in label_of.items() if name not in data["labels"]
+        }
         if missing:
             raise KeyError(
                 f"model input has no labels {missing}; it has {sorted(data['labels'])}"
             )
-        return cls(data["images"], {t: data["labels"][name] for t, name in label_of.items()})
+        return cls(
+            data["images"], {t: data["labels"][name] for t, name in label_of.items()}
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -91,17 +97,26 @@ class InMemorySource:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.split)
-        order = None if self.generator is None else torch.randperm(n, generator=self.generator)
+        order = (
+            None
+            if self.generator is None
+            else torch.randperm(n, generator=self.generator)
+        )
         for start in range(0, n, self.batch_size):
             index = (
                 slice(start, start + self.batch_size)
                 if order is None
                 else order[start : start + self.batch_size]
             )
-            yield Batch(self.split.images[index], {t: y[index] for t, y in self.split.labels.items()})
+            yield Batch(
+                self.split.images[index],
+                {t: y[index] for t, y in self.split.labels.items()},
+            )
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.generator is None else {"generator": self.generator.get_state()}
+        return (
+            {} if self.generator is None else {"generator": self.generator.get_state()}
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.generator is not None and "generator" in state:

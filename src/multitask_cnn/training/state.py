@@ -95,7 +95,10 @@ class TrainState:
         self.weighting.load_state_dict(state["weighting"])
         self.epoch, self.best_epoch = state["epoch"], state["best_epoch"]
         self.best_loss, self.best_state = state["best_loss"], state["best_state"]
-        self.bad_epochs, self.stopped_early = state["bad_epochs"], state["stopped_early"]
+        self.bad_epochs, self.stopped_early = (
+            state["bad_epochs"],
+            state["stopped_early"],
+        )
         self.history = [dict(r) for r in state["history"]]
         self.rng = dict(state["rng"])
 
@@ -111,7 +114,10 @@ class TrainState:
 
 def capture_rng(train: BatchSource) -> dict[str, Any]:
     """Torch CPU (and CUDA) RNG states and ``train``'s data order, now."""
-    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data_order": train.state_dict()}
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "data_order": train.state_dict(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng

@@ -136,7 +136,9 @@ def report_class_balance(splits: RawSplits) -> pd.DataFrame:
                 counts = {"labelled": labelled, "missing": len(labels) - labelled}
             else:
                 found = np.bincount(labels[labels >= 0], minlength=n_classes)
-                counts = {names[c] if names else str(c): int(k) for c, k in enumerate(found)}
+                counts = {
+                    names[c] if names else str(c): int(k) for c, k in enumerate(found)
+                }
                 counts["missing"] = int((labels < 0).sum())
             for class_id, (class_name, count) in enumerate(counts.items()):
                 rows.append({

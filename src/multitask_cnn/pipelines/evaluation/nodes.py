@@ -22,7 +22,9 @@ from multitask_cnn.training import InMemorySource, Split, predict, resolve_devic
 
 logger = logging.getLogger(__name__)
 
-Predictions = dict[str, dict[str, np.ndarray]]  # task -> {"y_true", "y_pred"}, labelled rows only
+Predictions = dict[
+    str, dict[str, np.ndarray]
+]  # task -> {"y_true", "y_pred"}, labelled rows only
 
 CHECKPOINT_FORMATS = (2,)
 _COMPARED = ("kind", "num_classes", "source", "label")
@@ -53,10 +55,13 @@ def check_checkpoint(checkpoint: dict[str, Any], specs: dict[str, TaskSpec]) -> 
             a = now.label_name(task) if key == "label" else getattr(now, key)
             b = then.label_name(task) if key == "label" else getattr(then, key)
             if a != b:
-                problems.append(f"task {task!r}: {key} is {a!r} in the spec, {b!r} in the checkpoint")
+                problems.append(
+                    f"task {task!r}: {key} is {a!r} in the spec, {b!r} in the checkpoint"
+                )
     if problems:
         raise CheckpointMismatchError(
-            "the checkpoint does not match the task spec:\n  - " + "\n  - ".join(problems)
+            "the checkpoint does not match the task spec:\n  - "
+            + "\n  - ".join(problems)
             + "\nRetrain (`kedro run`) or restore the spec it was trained with."
         )
 
@@ -77,7 +82,9 @@ def predict_test(
     model.load_state_dict(multitask_checkpoint["model"], strict=True)
     device = resolve_device(config.device)
     model.to(device)
-    test = Split.from_model_input(model_input_test, {t: s.label_name(t) for t, s in specs.items()})
+    test = Split.from_model_input(
+        model_input_test, {t: s.label_name(t) for t, s in specs.items()}
+    )
     check_labels(specs, test.labels, "test")
     outputs = predict(model, InMemorySource(test, config.batch_size), device)
     predictions: Predictions = {}
@@ -102,7 +109,9 @@ def describe_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def compute_task_metrics(
-    predictions: Predictions, tasks: dict[str, Any], multitask_checkpoint: dict[str, Any]
+    predictions: Predictions,
+    tasks: dict[str, Any],
+    multitask_checkpoint: dict[str, Any],
 ) -> dict[str, Any]:
     """Per task, on labelled test rows: the kind's metrics (accuracy and macro-F1, or
     MSE and MAE) and ``n``; plus which checkpoint they describe."""
@@ -110,12 +119,16 @@ def compute_task_metrics(
     metrics: dict[str, Any] = {}
     for task, spec in specs.items():
         y_true, y_pred = predictions[task]["y_true"], predictions[task]["y_pred"]
-        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec) | {"n": int(len(y_true))}
+        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec) | {
+            "n": int(len(y_true))
+        }
         logger.info("test.%s: %s", task, metrics[task])
     return {"test": metrics, "checkpoint": describe_checkpoint(multitask_checkpoint)}
 
 
-def plot_confusion_matrices(predictions: Predictions, tasks: dict[str, Any]) -> dict[str, Figure]:
+def plot_confusion_matrices(
+    predictions: Predictions, tasks: dict[str, Any]
+) -> dict[str, Figure]:
     """One confusion-matrix figure per classification task, keyed by file name.
 
     Figures are built without pyplot, so nothing touches the matplotlib backend.

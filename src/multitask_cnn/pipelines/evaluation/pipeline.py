@@ -13,14 +13,34 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(predict_test,
-                 ["multitask_checkpoint", "model_input_test", "params:tasks", "params:evaluation"],
-                 "test_predictions", name="predict_test"),
-            Node(compute_task_metrics,
-                 ["test_predictions", "params:tasks", "multitask_checkpoint"], "task_metrics",
-                 name="compute_task_metrics"),
-            Node(plot_confusion_matrices, ["test_predictions", "params:tasks"],
-                 "confusion_matrices", name="plot_confusion_matrices"),
-            Node(to_mlflow_metrics, "task_metrics", "test_metrics", name="to_mlflow_metrics"),
+            Node(
+                predict_test,
+                [
+                    "multitask_checkpoint",
+                    "model_input_test",
+                    "params:tasks",
+                    "params:evaluation",
+                ],
+                "test_predictions",
+                name="predict_test",
+            ),
+            Node(
+                compute_task_metrics,
+                ["test_predictions", "params:tasks", "multitask_checkpoint"],
+                "task_metrics",
+                name="compute_task_metrics",
+            ),
+            Node(
+                plot_confusion_matrices,
+                ["test_predictions", "params:tasks"],
+                "confusion_matrices",
+                name="plot_confusion_matrices",
+            ),
+            Node(
+                to_mlflow_metrics,
+                "task_metrics",
+                "test_metrics",
+                name="to_mlflow_metrics",
+            ),
         ]  # fmt: skip
     )

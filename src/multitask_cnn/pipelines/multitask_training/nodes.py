@@ -64,7 +64,9 @@ def train_multitask_model(
                           shared_stages=model_config.shared_stages).to(device)  # fmt: skip
     optimizer = build_optimizer(config.optimizer, network.parameters(), lr=config.lr,
                                 weight_decay=config.weight_decay, momentum=config.momentum)  # fmt: skip
-    torch.manual_seed(torch_seed(config.seed, "dropout"))  # dropout and other in-model noise
+    torch.manual_seed(
+        torch_seed(config.seed, "dropout")
+    )  # dropout and other in-model noise
     state = TrainState(network, optimizer, get_weighting(config.weighting, specs))
     logger.info(
         "Training %s (%d parameters, %d shared stages) on %s: %d train / %d val samples",
@@ -82,15 +84,22 @@ def train_multitask_model(
     )  # fmt: skip
     checkpoint = {
         "format_version": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},  # best epoch
+        "model": {
+            k: v.detach().cpu() for k, v in network.state_dict().items()
+        },  # best epoch
         "epoch": state.best_epoch,
         "val_loss": state.best_loss,
         "n_parameters": count_parameters(network),
-        "config": {"tasks": effective_tasks(specs), "model": model_config.effective(),
-                   "training": config.model_dump(mode="json")},  # fmt: skip
+        "config": {
+            "tasks": effective_tasks(specs),
+            "model": model_config.effective(),
+            "training": config.model_dump(mode="json"),
+        },  # fmt: skip
         "normalisation": dict(normalisation_stats),
-        "input_fingerprint": {"train": fingerprint(model_input_train),
-                              "val": fingerprint(model_input_val)},  # fmt: skip
+        "input_fingerprint": {
+            "train": fingerprint(model_input_train),
+            "val": fingerprint(model_input_val),
+        },  # fmt: skip
         "provenance": dict(provenance),
     }
     return checkpoint, pd.DataFrame(state.history), state.state_dict()

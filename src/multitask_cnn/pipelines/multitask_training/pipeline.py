@@ -10,12 +10,23 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_multitask_model,
-                inputs=["model_input_train", "model_input_val", "normalisation_stats",
-                        "params:tasks", "params:model", "params:training", "provenance"],
+                inputs=[
+                    "model_input_train",
+                    "model_input_val",
+                    "normalisation_stats",
+                    "params:tasks",
+                    "params:model",
+                    "params:training",
+                    "provenance",
+                ],
                 outputs=["multitask_checkpoint", "training_history", "train_state"],
                 name="train_multitask_model",
             ),
-            Node(summarise_training, ["multitask_checkpoint", "training_history"],
-                 "training_metrics", name="summarise_training"),
+            Node(
+                summarise_training,
+                ["multitask_checkpoint", "training_history"],
+                "training_metrics",
+                name="summarise_training",
+            ),
         ]  # fmt: skip
     )
