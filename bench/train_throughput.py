@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multitask_cnn.config import ModelConfig, parse_tasks
+from multitask_cnn.config import parse_tasks
 from multitask_cnn.data.fashion_mnist import (
     DEBIAN_DIR,
     find_fashion_mnist,
@@ -30,8 +30,9 @@ from multitask_cnn.pipelines.data_prep.nodes import (
     compose_splits,
     compute_normalisation,
 )
+from multitask_cnn.tasks import kinds_of
 from multitask_cnn.training import (
-    TASK_KINDS,
+    InMemorySource,
     Split,
     get_weighting,
     resolve_device,
@@ -76,11 +77,11 @@ def main() -> None:
     train, _, _ = build_model_input(splits, compute_normalisation(splits))
     split = Split.from_model_input(train, {"left": "left", "right": "right"})
     device = resolve_device(args.device)
-    kinds = {t: TASK_KINDS[s.kind] for t, s in TASKS.items()}
+    kinds = kinds_of(TASKS)
 
     def fresh():
         torch.manual_seed(0)
-        model = build_model(ModelConfig(backbone=args.backbone), TASKS).to(device)
+        model = build_model(TASKS, args.backbone).to(device)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def sync():
@@ -95,8 +96,9 @@ def main() -> None:
             sync()
             tick = time.perf_counter()
             if name == "project":
-                train_one_epoch(model, split, kinds, get_weighting("equal", TASKS), optimizer,
-                                device, args.batch_size, generator)  # fmt: skip
+                source = InMemorySource(split, args.batch_size, seed=0)  # same order as plain
+                train_one_epoch(model, source, kinds, get_weighting("equal", TASKS), optimizer,
+                                device)  # fmt: skip
             else:
                 plain_epoch(model, split.images, split.labels["left"], split.labels["right"],
                             optimizer, device, args.batch_size, generator)  # fmt: skip

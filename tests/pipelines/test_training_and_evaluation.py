@@ -55,7 +55,6 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
     assert config["model"]["backbone_args"]["dropout"] == 0.3
     assert config["training"]["epochs"] == 2 and config["training"]["lr"] == 0.001
     assert config["tasks"]["left"]["label"] == "left"
-    assert "block1.0.weight" in {k.removeprefix("shared.") for k in checkpoint["model"]}
 
     history = catalog.load("training_history")
     assert history["epoch"].tolist() == [1, 2] and history["train.loss"].notna().all()
