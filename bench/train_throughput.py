@@ -96,7 +96,9 @@ def main() -> None:
             sync()
             tick = time.perf_counter()
             if name == "project":
-                source = InMemorySource(split, args.batch_size, seed=0)  # same order as plain
+                source = InMemorySource(
+                    split, args.batch_size, seed=0
+                )  # same order as plain
                 train_one_epoch(model, source, kinds, get_weighting("equal", TASKS), optimizer,
                                 device)  # fmt: skip
             else:

@@ -1,4 +1,8 @@
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from multitask_cnn.config import (
     ConfigError,
@@ -114,3 +118,36 @@ def test_parse_tasks_builds_no_model(monkeypatch):
         "multitask_cnn.config.get_backbone", None
     )  # would fail if called
     assert set(parse_tasks(TASKS)) == {"left"}
+
+
+def _readme_defaults() -> dict[str, str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", readme, flags=re.M)
+    return dict(rows)
+
+
+def test_readme_parameter_table_matches_the_schema_defaults():
+    documented = _readme_defaults()
+    effective = effective_parameters({"tasks": TASKS})
+    flat = {}
+    for group, values in effective.items():
+        if group == "tasks":
+            continue
+        if not isinstance(values, dict):
+            flat[group] = values
+            continue
+        for key, value in values.items():
+            if (
+                isinstance(value, dict)
+                and key != "backbone_args"
+                and key != "missing_labels"
+            ):
+                flat |= {f"{group}.{key}.{k}": v for k, v in value.items()}
+            else:
+                flat[f"{group}.{key}"] = value
+    flat[
+        "model.backbone_args"
+    ] = {}  # documented as given; the effective value adds the backbone's
+    assert set(documented) == set(flat)
+    for name, value in flat.items():
+        assert yaml.safe_load(documented[name]) == value, name
