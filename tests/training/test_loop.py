@@ -149,6 +149,24 @@ def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(model_input
     )  # no bad step taken
 
 
+def test_a_non_finite_val_loss_is_an_error_not_a_best_epoch(model_inputs):
+    state = _state()
+    train, val = _splits(model_inputs)
+    with torch.no_grad():
+        state.model.heads["right"][0].weight.fill_(math.nan)
+    with pytest.raises(
+        NonFiniteLossError, match=r"task 'right': the val loss is not finite \(epoch 4"
+    ):
+        evaluate(state.model, InMemorySource(val, 256), KINDS, CPU, epoch=4)
+    # a task without a single labelled row is left out of `loss`, not an error
+    unlabelled = Split(
+        val.images,
+        {"left": val.labels["left"], "right": torch.full_like(val.labels["right"], -1)},
+    )
+    metrics = evaluate(_state().model, InMemorySource(unlabelled, 256), KINDS, CPU)
+    assert math.isnan(metrics["right.loss"]) and metrics["loss"] == metrics["left.loss"]
+
+
 def test_unshared_stages_get_gradients_from_their_own_task_only():
     model = build_model(TASKS, "lenet", shared_stages=1)
     out = model(torch.randn(4, 1, 36, 36))
@@ -228,33 +246,48 @@ def test_metric_names_take_a_prefix(model_inputs):
 
 def test_train_state_round_trip_resumes_bit_for_bit(model_inputs, tmp_path):
     train, val = _splits(model_inputs)
-    first, _, source = _fit(model_inputs, epochs=1)
+    straight, _, _ = _fit(model_inputs, epochs=3)  # uninterrupted
+
+    first, _, _ = _fit(model_inputs, epochs=2)  # interrupted after epoch 2...
     dataset = TorchDataset(str(tmp_path / "state.pt"))
     dataset.save(first.state_dict())
-
-    resumed = _state(
-        seed=99
-    )  # other initial weights: everything must come from the file
+    resumed = _state(seed=99)  # ...and resumed: other initial weights, other data order
     resumed.load_state_dict(dataset.load())
-    resumed_source = InMemorySource(train, 64, seed=123)  # other order: restored too
-    resumed.restore_rng(resumed_source)
+    source = InMemorySource(train, 64, seed=123)
+    resumed.restore_rng(source)
     assert (resumed.epoch, resumed.best_epoch, resumed.best_loss) == (
-        1,
-        first.best_epoch,
-        first.best_loss,
-    )
+        2, first.best_epoch, first.best_loss,
+    )  # fmt: skip
     assert resumed.history == first.history and resumed.bad_epochs == first.bad_epochs
-    assert (
-        resumed.optimizer.state_dict()["state"].keys()
-        == first.optimizer.state_dict()["state"].keys()
-    )
+    fit(resumed, source, InMemorySource(val, 256), KINDS, CPU, epochs=3, patience=5)
 
-    first.restore_rng(source)
-    for state, src in ((first, source), (resumed, resumed_source)):
-        fit(state, src, InMemorySource(val, 256), KINDS, CPU, epochs=2, patience=5)
-    for key, value in first.state_dict()["model"].items():
+    assert [h["val.loss"] for h in resumed.history] == [
+        h["val.loss"] for h in straight.history
+    ]
+    for key, value in straight.state_dict()["model"].items():
         assert torch.equal(value, resumed.state_dict()["model"][key]), key
-    assert first.history[1]["val.loss"] == resumed.history[1]["val.loss"]
+    for key, value in straight.model.state_dict().items():  # the best weights, held
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
+    model_inputs,
+):
+    last = {}
+
+    def keep_last(epoch, record):
+        last.update({k: v.clone() for k, v in state.model.state_dict().items()})
+
+    state = _state(lr=5.0)
+    train, val = _splits(model_inputs)
+    fit(state, InMemorySource(train, 64, seed=1), InMemorySource(val, 256), KINDS, CPU,
+        epochs=10, patience=2, on_epoch_end=keep_last)  # fmt: skip
+    assert state.best_epoch < state.epoch  # the case that matters
+    saved = state.state_dict()["model"]
+    assert all(torch.equal(saved[k], v) for k, v in last.items())
+    assert all(
+        torch.equal(state.model.state_dict()[k], v) for k, v in state.best_state.items()
+    )
 
 
 def test_train_state_refuses_another_format(model_inputs):

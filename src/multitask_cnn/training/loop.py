@@ -43,40 +43,55 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Sums:
-    """Running (sum, count) pairs on the device, read once with :meth:`means`."""
+    """Running (sum, count) pairs on the device, read once with :meth:`read`.
+
+    Sums are float64 where the device has it (MPS does not: float32 there).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}
 
     def add(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
         if name not in self.sums:
-            self.sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.sums[name] = torch.zeros((), dtype=self.dtype, device=self.device)
             self.counts[name] = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.sums[name] += total.detach().to(torch.float64)
+        self.sums[name] += total.detach().to(self.dtype)
         self.counts[name] += count.detach()
 
-    def means(self) -> dict[str, float]:
+    def read(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Means (NaN where nothing was counted) and counts; the one host sync."""
         names = list(self.sums)
         if not names:
-            return {}
-        sums = torch.stack([self.sums[n] for n in names]).tolist()  # the one host sync
+            return {}, {}
+        sums = torch.stack([self.sums[n] for n in names]).tolist()
         counts = torch.stack([self.counts[n] for n in names]).tolist()
-        return {
+        means = {
             n: (s / c if c else math.nan)
             for n, s, c in zip(names, sums, counts, strict=True)
         }
+        return means, dict(zip(names, counts, strict=True))
 
 
-def _summarise(means: Mapping[str, float], tasks: list[str]) -> dict[str, float]:
-    """Per-task metrics as ``<task>.<metric>`` and ``loss`` = sum of the task losses."""
-    metrics = {
-        "loss": sum(
-            means[f"{t}.loss"] for t in tasks if not math.isnan(means[f"{t}.loss"])
-        )
-    }
-    return metrics | dict(means)
+def _summarise(
+    sums: _Sums, tasks: list[str], where: str, epoch: int | None
+) -> dict[str, float]:
+    """Per-task metrics as ``<task>.<metric>`` and ``loss`` = the sum of the task losses
+    of the tasks that had labelled rows. A task with labelled rows and a non-finite
+    loss raises :class:`NonFiniteLossError` (it must never count as a good epoch)."""
+    means, counts = sums.read()
+    labelled = [t for t in tasks if counts[f"{t}.loss"] > 0]
+    for task in labelled:
+        if not math.isfinite(means[f"{task}.loss"]):
+            at = f"epoch {epoch}, " if epoch is not None else ""
+            raise NonFiniteLossError(
+                f"task {task!r}: the {where} loss is not finite ({at}{where} pass). "
+                "Nothing was saved from this training. Check that task's inputs and "
+                "labels, or lower training.lr."
+            )
+    return {"loss": float(sum(means[f"{t}.loss"] for t in labelled))} | means
 
 
 class _FiniteGuard:
@@ -105,8 +120,8 @@ class _FiniteGuard:
             where = f"epoch {self.epoch}, " if self.epoch is not None else ""
             raise NonFiniteLossError(
                 f"task {task!r}: the loss is not finite at {where}step {step} of {n_steps}. "
-                "Nothing was saved for this run. Check the inputs and labels of that task, "
-                "or lower training.lr."
+                "Nothing was saved from this training. Check that task's inputs and "
+                "labels, or lower training.lr."
             )
 
 
@@ -156,7 +171,7 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
     guard.check(n_steps)
-    return _summarise(sums.means(), tasks)
+    return _summarise(sums, tasks, "train", epoch)
 
 
 @torch.no_grad()
@@ -179,9 +194,14 @@ def evaluate(
     source: BatchSource,
     kinds: Mapping[str, TaskKind],
     device: torch.device,
+    *,
+    epoch: int | None = None,
 ) -> dict[str, float]:
     """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
-    (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression)."""
+    (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression).
+
+    Raises :class:`NonFiniteLossError` when a task's loss over its labelled rows is
+    not finite (it must never count as the best epoch)."""
     model.eval()
     sums = _Sums(device)
     for batch in source:
@@ -192,7 +212,7 @@ def evaluate(
             sums.add(f"{task}.loss", *kind.loss_sums(output, target))
             for name, (total, count) in kind.running_sums(output, target).items():
                 sums.add(f"{task}.{name}", total, count)
-    return _summarise(sums.means(), list(kinds))
+    return _summarise(sums, list(kinds), "val", epoch)
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -219,12 +239,13 @@ def fit(
     in one MLflow run.
     """
     model, weighting = state.model, state.weighting
+    state.hold_last()  # continue from the last epoch, not from the best
     while state.epoch < epochs and not state.stopped_early:
         epoch = state.epoch + 1
         tick = time.perf_counter()
         train_metrics = train_one_epoch(model, train, kinds, weighting, state.optimizer, device,
                                         epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}")  # fmt: skip
-        val_metrics = evaluate(model, val, kinds, device)
+        val_metrics = evaluate(model, val, kinds, device, epoch=epoch)
         record: dict[str, Any] = {"epoch": epoch}
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
@@ -247,6 +268,5 @@ def fit(
             logger.info(
                 "%searly stopping: no better val.loss for %d epochs", prefix, patience
             )
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)  # copies into the live parameters
+    state.hold_best()
     return state

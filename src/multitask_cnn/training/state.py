@@ -34,6 +34,10 @@ class TrainState:
     ``epoch`` counts completed epochs; ``best_*`` describe the epoch with the lowest
     ``val.loss`` so far; ``bad_epochs`` counts epochs since it (early stopping);
     ``rng`` holds the torch RNG states and the training data order after ``epoch``.
+
+    After :func:`~multitask_cnn.training.fit` the model holds the best weights
+    (:meth:`hold_best`); the last epoch's weights, which a resume continues from, are
+    kept aside and are what :meth:`state_dict` saves.
     """
 
     model: nn.Module
@@ -47,6 +51,23 @@ class TrainState:
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     rng: dict[str, Any] = field(default_factory=dict)
+    last_state: dict[str, torch.Tensor] | None = (
+        None  # set while the model holds the best
+    )
+
+    def hold_best(self) -> None:
+        """Load the best epoch's weights into the model, keeping the last ones aside."""
+        if self.best_state is not None and self.last_state is None:
+            self.last_state = _cpu_copy(self.model.state_dict())
+            self.model.load_state_dict(
+                self.best_state
+            )  # copies into the live parameters
+
+    def hold_last(self) -> None:
+        """Undo :meth:`hold_best`: the model continues from the last epoch's weights."""
+        if self.last_state is not None:
+            self.model.load_state_dict(self.last_state)
+            self.last_state = None
 
     def end_epoch(
         self,
@@ -70,7 +91,8 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
-            "model": _cpu_copy(self.model.state_dict()),
+            "model": self.last_state
+            or _cpu_copy(self.model.state_dict()),  # the last epoch's
             "optimizer": self.optimizer.state_dict(),
             "weighting": self.weighting.state_dict(),
             "epoch": self.epoch,
@@ -91,6 +113,7 @@ class TrainState:
                 f"{FORMAT_VERSION}; it was written by another version of this project"
             )
         self.model.load_state_dict(state["model"])
+        self.last_state = None
         self.optimizer.load_state_dict(state["optimizer"])
         self.weighting.load_state_dict(state["weighting"])
         self.epoch, self.best_epoch = state["epoch"], state["best_epoch"]
