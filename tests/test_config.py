@@ -113,6 +113,20 @@ def test_effective_parameters_fill_every_default_once():
     )  # effective values are a fixed point
 
 
+def test_the_backbone_reads_the_canvas_size():
+    effective = effective_parameters({"tasks": TASKS, "data_prep": {"canvas_size": 40}})
+    assert effective["model"]["backbone_args"]["input_size"] == 40
+    with pytest.raises(ConfigError, match="input_size=36 but data_prep.canvas_size=40"):
+        validate_parameters({"tasks": TASKS, "data_prep": {"canvas_size": 40},
+                             "model": {"backbone_args": {"input_size": 36}}})  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="canvas_size=16: lenet needs input_size >= 18"
+    ):
+        validate_parameters(
+            {"tasks": TASKS, "data_prep": {"canvas_size": 16, "max_shift": 0}}
+        )
+
+
 def test_parse_tasks_builds_no_model(monkeypatch):
     monkeypatch.setattr(
         "multitask_cnn.config.get_backbone", None

@@ -23,12 +23,21 @@ def _library_files() -> list[Path]:
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved, and for
+    ``from package import name`` also ``package.name`` (it may be a module)."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names |= {f"{module}.{alias.name}" for alias in node.names}
     return names
 
 
@@ -44,6 +53,20 @@ def test_library_module_imports_nothing_above_it(path):
     assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
-def test_the_check_sees_real_imports():
+def test_the_check_sees_real_imports(tmp_path, monkeypatch):
     assert "multitask_cnn.registry" in _imports(PACKAGE / "tasks.py")
+    assert "multitask_cnn.training.sources" in _imports(
+        PACKAGE / "training" / "loop.py"
+    )
     assert len(_library_files()) >= 12
+    fake = tmp_path / "multitask_cnn" / "training" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "from multitask_cnn import config\nfrom .. import hooks\nfrom ..io import TorchDataset\n"
+    )
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "multitask_cnn")
+    assert {
+        "multitask_cnn.config",
+        "multitask_cnn.hooks",
+        "multitask_cnn.io",
+    } <= _imports(fake)

@@ -181,6 +181,15 @@ def test_rerun_with_only_missing_outputs_records_a_complete_run(project_copy):
         (project_copy / "data/smoke/08_reporting/metrics.json").read_text()
     )
     assert reported["checkpoint"]["provenance"]["mlflow.run_id"] == first.info.run_id
+    assert "checkpoint.config_differs" not in second.data.tags
+
+    # a rerun after a parameter change reuses the old model, and says so
+    _run(project_copy, only_missing_outputs=True, training={"lr": 0.01})
+    third = client.search_runs(
+        [experiment.experiment_id], order_by=["start_time DESC"]
+    )[0]
+    assert third.data.params["training.lr"] == "0.01"
+    assert third.data.tags["checkpoint.config_differs"] == "training.lr"
 
 
 def test_bad_parameter_stops_before_any_work(project_copy):

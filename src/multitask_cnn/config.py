@@ -199,11 +199,35 @@ class ProjectParameters(_Strict):
     def _check_tasks(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
         return check_tasks(tasks)
 
+    @model_validator(mode="after")
+    def _backbone_reads_the_canvas(self) -> ProjectParameters:
+        """The backbone's ``input_size`` is the canvas MultiFashion draws: one setting,
+        ``data_prep.canvas_size``, filled into ``backbone_args`` (:meth:`effective`)."""
+        given = self.model.backbone_args.get("input_size")
+        canvas = self.data_prep.canvas_size
+        if given is not None and given != canvas:
+            raise ValueError(
+                f"model.backbone_args.input_size={given} but data_prep.canvas_size={canvas}; "
+                "drop input_size (the backbone takes the canvas size) or set both alike"
+            )
+        try:
+            get_backbone(self.model.backbone, **self._backbone_args())
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"data_prep.canvas_size={canvas}: {error}") from None
+        return self
+
+    def _backbone_args(self) -> dict[str, Any]:
+        return dict(self.model.backbone_args) | {
+            "input_size": self.data_prep.canvas_size
+        }
+
     def effective(self) -> dict[str, Any]:
         """The whole tree as it runs: every default filled in (JSON-able)."""
+        model = self.model.effective()
+        model["backbone_args"] |= {"input_size": self.data_prep.canvas_size}
         return self.model_dump(mode="json") | {
             "tasks": effective_tasks(self.tasks),
-            "model": self.model.effective(),
+            "model": model,
         }
 
 

@@ -176,19 +176,50 @@ def _outputs(nodes: Iterable) -> set[str]:
 
 class CheckpointTagsHook:
     """Whenever a run loads a checkpoint, tag the run with where it came from: the
-    MLflow run and git commit that trained it and the fingerprint of its data."""
+    MLflow run and git commit that trained it and the fingerprint of its data; and
+    when the checkpoint was trained with other parameters than this run's (a rerun
+    with ``--only-missing-outputs`` after a change), say which in
+    ``checkpoint.config_differs`` and in the log."""
+
+    def __init__(self) -> None:
+        self._effective: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._effective = effective_parameters(context.params)
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
         if dataset_name != "multitask_checkpoint" or mlflow.active_run() is None:
             return
-        provenance = data.get("provenance", {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return
+        provenance = data.get("provenance", {})
         mlflow.set_tags({
             "checkpoint.run_id": str(provenance.get("mlflow.run_id")),
             "checkpoint.git_commit": str(provenance.get("git.commit")),
             "checkpoint.git_dirty": str(provenance.get("git.dirty")),
-            "checkpoint.epoch": str(data.get("epoch")) if isinstance(data, dict) else "None",
-            "checkpoint.train_fingerprint": str(
-                data.get("input_fingerprint", {}).get("train") if isinstance(data, dict) else None
-            ),
+            "checkpoint.epoch": str(data.get("epoch")),
+            "checkpoint.train_fingerprint": str(data.get("input_fingerprint", {}).get("train")),
         })  # fmt: skip
+        differs = _config_differences(data.get("config", {}), self._effective)
+        if differs:
+            mlflow.set_tag("checkpoint.config_differs", ",".join(differs))
+            logger.warning(
+                "The checkpoint was trained with other parameters than this run's: %s "
+                "(its own values are in the run %s)",
+                ", ".join(differs), provenance.get("mlflow.run_id"),
+            )  # fmt: skip
+
+
+def _config_differences(
+    trained: dict[str, Any], effective: dict[str, Any]
+) -> list[str]:
+    """Flattened keys of ``trained`` (tasks, model, training) whose value differs now."""
+    then = _flatten(
+        {k: v for k, v in trained.items() if k in ("tasks", "model", "training")}
+    )
+    now = _flatten({k: effective.get(k, {}) for k in ("tasks", "model", "training")})
+    return sorted(
+        key for key in then.keys() | now.keys() if then.get(key) != now.get(key)
+    )

@@ -193,3 +193,10 @@ def test_missing_labels_hide_train_and_val_labels_only(
         and report["test", "left", "missing"] == 0
     )
     assert report["train", "ink", "missing"] == 225
+    # each label has its own stream: hiding more of `left` moves no `ink` row
+    more = compose_splits(
+        fashion_mnist_small, params | {"missing_labels": {"left": 0.9, "ink": 0.25}}
+    )
+    np.testing.assert_array_equal(
+        np.isnan(more["train"]["labels"]["ink"]), np.isnan(train["ink"])
+    )

@@ -10,8 +10,8 @@ from kedro.runner import SequentialRunner
 from multitask_cnn.config import parse_tasks
 from multitask_cnn.io import CSVDataset, JSONDataset, TorchDataset
 from multitask_cnn.models import build_model
+from multitask_cnn.models.checkpoint import CheckpointMismatchError
 from multitask_cnn.pipelines import data_prep, evaluation, multitask_training
-from multitask_cnn.pipelines.evaluation.nodes import CheckpointMismatchError
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import LabelError
@@ -119,6 +119,28 @@ def test_evaluation_refuses_a_checkpoint_trained_for_other_tasks(
         SequentialRunner().run(evaluation.create_pipeline(), catalog)
     for line in expected:
         assert line in str(error.value)
+
+
+def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
+    SequentialRunner().run(multitask_training.create_pipeline(), catalog)
+    catalog["normalisation_stats"] = MemoryDataset(STATS | {"mean": 0.2})
+    with pytest.raises(
+        CheckpointMismatchError,
+        match="normalised with mean 0.2, the model was trained with 0.1",
+    ):
+        SequentialRunner().run(evaluation.create_pipeline(), catalog)
+
+
+def test_evaluation_builds_the_heads_the_checkpoint_was_trained_with(
+    catalog, tasks_params
+):
+    SequentialRunner().run(multitask_training.create_pipeline(), catalog)
+    wider = {t: spec | {"head_hidden": [32]} for t, spec in tasks_params.items()}
+    catalog["params:tasks"] = MemoryDataset(
+        wider
+    )  # a head shape the model does not have
+    SequentialRunner().run(evaluation.create_pipeline(), catalog)
+    assert catalog.load("test_metrics")["test.left.accuracy"]["value"] > 0.1
 
 
 def test_labels_that_do_not_fit_the_spec_stop_training_before_it_starts(

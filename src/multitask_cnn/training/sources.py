@@ -70,8 +70,9 @@ class Split:
             t: name for t, name in label_of.items() if name not in data["labels"]
         }
         if missing:
-            raise KeyError(
-                f"model input has no labels {missing}; it has {sorted(data['labels'])}"
+            raise ValueError(
+                f"model input has no labels {missing} (task: label); it has "
+                f"{sorted(data['labels'])}: rerun data_prep, or fix the tasks' `label:`"
             )
         return cls(
             data["images"], {t: data["labels"][name] for t, name in label_of.items()}

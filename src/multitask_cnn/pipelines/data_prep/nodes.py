@@ -44,9 +44,10 @@ def _compose(
         config.canvas_size, config.max_shift, pool=pool,
     )  # fmt: skip
     all_labels = items | derived_labels(canvas, items)
-    if config.missing_labels and purpose != "test_composites":
-        rng = numpy_generator(config.seed, f"missing_labels:{purpose}")
-        all_labels = hide_labels(all_labels, config.missing_labels, rng)
+    if purpose != "test_composites":
+        for name, fraction in config.missing_labels.items():  # one stream per label
+            rng = numpy_generator(config.seed, f"missing_labels:{purpose}:{name}")
+            all_labels = hide_labels(all_labels, {name: fraction}, rng)
     return {"images": canvas, "labels": all_labels, "source_index": source_index}
 
 

@@ -17,67 +17,30 @@ from multitask_cnn.config import (
     source_class_names,
 )
 from multitask_cnn.models import build_model
-from multitask_cnn.tasks import TaskSpec, check_labels
+from multitask_cnn.models.checkpoint import check_checkpoint, describe_checkpoint
+from multitask_cnn.tasks import check_labels
 from multitask_cnn.training import InMemorySource, Split, predict, resolve_device
 
 logger = logging.getLogger(__name__)
 
-Predictions = dict[
-    str, dict[str, np.ndarray]
-]  # task -> {"y_true", "y_pred"}, labelled rows only
-
-CHECKPOINT_FORMATS = (2,)
-_COMPARED = ("kind", "num_classes", "source", "label")
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint was trained for other tasks than the current spec describes."""
-
-
-def check_checkpoint(checkpoint: dict[str, Any], specs: dict[str, TaskSpec]) -> None:
-    """Refuse a checkpoint whose tasks, kinds, classes or labels differ from ``specs``,
-    naming each difference."""
-    version = checkpoint.get("format_version")
-    if version not in CHECKPOINT_FORMATS:
-        raise CheckpointMismatchError(
-            f"checkpoint format {version!r} is not one of {CHECKPOINT_FORMATS}; "
-            "retrain with `kedro run --pipelines data_prep,multitask_training`"
-        )
-    trained = parse_tasks(checkpoint["config"]["tasks"])
-    problems = []
-    for task in sorted(set(specs) - set(trained)):
-        problems.append(f"task {task!r} is in the spec but not in the checkpoint")
-    for task in sorted(set(trained) - set(specs)):
-        problems.append(f"task {task!r} is in the checkpoint but not in the spec")
-    for task in sorted(set(specs) & set(trained)):
-        now, then = specs[task], trained[task]
-        for key in _COMPARED:
-            a = now.label_name(task) if key == "label" else getattr(now, key)
-            b = then.label_name(task) if key == "label" else getattr(then, key)
-            if a != b:
-                problems.append(
-                    f"task {task!r}: {key} is {a!r} in the spec, {b!r} in the checkpoint"
-                )
-    if problems:
-        raise CheckpointMismatchError(
-            "the checkpoint does not match the task spec:\n  - "
-            + "\n  - ".join(problems)
-            + "\nRetrain (`kedro run`) or restore the spec it was trained with."
-        )
+# task -> {"y_true", "y_pred"}, labelled rows only
+Predictions = dict[str, dict[str, np.ndarray]]
 
 
 def predict_test(
     multitask_checkpoint: dict[str, Any],
     model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
     tasks: dict[str, Any],
     evaluation: dict[str, Any],
 ) -> Predictions:
-    """Rebuild the trained model from its checkpoint and predict every task's labels."""
+    """Rebuild the trained model from its checkpoint (refused when it was trained for
+    other tasks or on differently normalised data) and predict every task's labels."""
     config = parse(EvaluationConfig, evaluation, "evaluation")
     specs = parse_tasks(tasks)
-    check_checkpoint(multitask_checkpoint, specs)
+    trained_tasks = check_checkpoint(multitask_checkpoint, specs, normalisation_stats)
     trained = parse(ModelConfig, multitask_checkpoint["config"]["model"], "model")
-    model = build_model(specs, trained.backbone, backbone_args=trained.backbone_args,
+    model = build_model(trained_tasks, trained.backbone, backbone_args=trained.backbone_args,
                         shared_stages=trained.shared_stages)  # fmt: skip
     model.load_state_dict(multitask_checkpoint["model"], strict=True)
     device = resolve_device(config.device)
@@ -96,16 +59,6 @@ def predict_test(
             "y_pred": kind.predict(outputs[task])[mask].numpy(),
         }
     return predictions
-
-
-def describe_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Which checkpoint was evaluated: the run and commit that trained it, its epoch
-    and the fingerprints of its training data."""
-    return {
-        "provenance": dict(checkpoint.get("provenance", {})),
-        "epoch": checkpoint.get("epoch"),
-        "input_fingerprint": dict(checkpoint.get("input_fingerprint", {})),
-    }
 
 
 def compute_task_metrics(

@@ -18,6 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "multitask_checkpoint",
                     "model_input_test",
+                    "normalisation_stats",
                     "params:tasks",
                     "params:evaluation",
                 ],

@@ -16,6 +16,7 @@ from multitask_cnn.config import (
     parse_tasks,
 )
 from multitask_cnn.models import build_model, count_parameters
+from multitask_cnn.models.checkpoint import CHECKPOINT_FORMAT
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import check_labels, kinds_of
@@ -31,8 +32,6 @@ from multitask_cnn.training import (
 )
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 2  # 1: before the checkpoint described itself
 
 
 def train_multitask_model(

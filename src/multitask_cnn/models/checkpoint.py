@@ -1,0 +1,96 @@
+"""The multi-task checkpoint: its format, and the checks before it is used.
+
+A checkpoint describes itself (see the ``multitask_training`` node): weights, best
+epoch, the effective configuration, the normalisation statistics, fingerprints of its
+training data and its provenance. Before evaluating it, :func:`check_checkpoint`
+refuses one that was trained for other tasks or on differently normalised data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from multitask_cnn.tasks import TaskSpec
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointMismatchError",
+    "check_checkpoint",
+    "describe_checkpoint",
+    "task_differences",
+]
+
+CHECKPOINT_FORMAT = 2  # 1: before the checkpoint described itself
+_COMPARED = ("kind", "num_classes", "source", "label")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not fit the current task spec or data; the message says how."""
+
+
+def task_differences(
+    current: Mapping[str, TaskSpec], trained: Mapping[str, TaskSpec]
+) -> list[str]:
+    """What differs between two task specs in what a trained head depends on."""
+    problems = [f"task {t!r} is in the spec but not in the checkpoint"
+                for t in sorted(set(current) - set(trained))]  # fmt: skip
+    problems += [f"task {t!r} is in the checkpoint but not in the spec"
+                 for t in sorted(set(trained) - set(current))]  # fmt: skip
+    for task in sorted(set(current) & set(trained)):
+        for key in _COMPARED:
+            now, then = (
+                spec.label_name(task) if key == "label" else getattr(spec, key)
+                for spec in (current[task], trained[task])
+            )
+            if now != then:
+                problems.append(
+                    f"task {task!r}: {key} is {now!r} in the spec, {then!r} in the checkpoint"
+                )
+    return problems
+
+
+def check_checkpoint(
+    checkpoint: Mapping[str, Any],
+    specs: Mapping[str, TaskSpec],
+    normalisation: Mapping[str, Any] | None = None,
+) -> dict[str, TaskSpec]:
+    """Refuse a checkpoint of another format, trained for other tasks (kinds, classes,
+    labels), or on data normalised otherwise than ``normalisation``; naming each
+    difference. Returns the task spec it was trained with (heads are built from it)."""
+    version = checkpoint.get("format_version")
+    if version != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"checkpoint format {version!r} is not {CHECKPOINT_FORMAT}; it was written by "
+            "another version of this project: retrain with `kedro run`"
+        )
+    trained = {
+        task: TaskSpec(**spec) for task, spec in checkpoint["config"]["tasks"].items()
+    }
+    problems = task_differences(specs, trained)
+    if normalisation is not None:
+        then = checkpoint["normalisation"]
+        for key in ("mean", "std"):
+            if not math.isclose(normalisation[key], then[key], rel_tol=1e-9):
+                problems.append(
+                    f"the data is normalised with {key} {normalisation[key]:.6g}, the model "
+                    f"was trained with {then[key]:.6g} (data_prep settings changed since)"
+                )
+    if problems:
+        raise CheckpointMismatchError(
+            "the checkpoint does not match the current spec and data:\n  - "
+            + "\n  - ".join(problems)
+            + "\nRetrain (`kedro run`), or restore the settings it was trained with."
+        )
+    return trained
+
+
+def describe_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Which checkpoint this is: the run and commit that trained it, its best epoch and
+    the fingerprints of its training data."""
+    return {
+        "provenance": dict(checkpoint.get("provenance", {})),
+        "epoch": checkpoint.get("epoch"),
+        "input_fingerprint": dict(checkpoint.get("input_fingerprint", {})),
+    }
