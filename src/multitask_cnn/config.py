@@ -33,7 +33,7 @@ from pydantic import (
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.tasks import TaskSpec, check_task_name
-from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS
+from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, get_weighting
 
 __all__ = [
     "ConfigError",
@@ -163,6 +163,9 @@ class TrainingConfig(_Strict):
     momentum: NonNegativeFloat = 0.9  # sgd only
     weight_decay: NonNegativeFloat = 0.0
     weighting: str = "equal"  # a name in multitask_cnn.training.WEIGHTINGS
+    weighting_args: dict[str, Any] = Field(
+        default_factory=dict
+    )  # the strategy's options
     seed: NonNegativeInt = 0  # model init, data order and dropout get their own streams
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
@@ -214,6 +217,24 @@ class ProjectParameters(_Strict):
             get_backbone(self.model.backbone, **self._backbone_args())
         except (TypeError, ValueError) as error:
             raise ValueError(f"data_prep.canvas_size={canvas}: {error}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits(self) -> ProjectParameters:
+        """The strategy takes its options, and a gradient-level one has shared
+        parameters to aggregate (built once: no model, no data)."""
+        name, options = self.training.weighting, self.training.weighting_args
+        try:
+            strategy = get_weighting(name, self.tasks, **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        if strategy.level == "gradient" and self.model.shared_stages == 0:
+            raise ValueError(
+                f"training.weighting={name!r} aggregates the task gradients on the shared "
+                "parameters, but model.shared_stages=0 shares none; share at least one "
+                "stage or use a loss-level weighting (equal, static, uncertainty, dwa, "
+                "famo, gradnorm, rlw)"
+            )
         return self
 
     def _backbone_args(self) -> dict[str, Any]:

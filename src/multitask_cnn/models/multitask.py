@@ -72,7 +72,18 @@ class MultiTaskModel(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        shared = self.shared_features(x)
+        return self.task_outputs(self.shared_features(x))
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The parameters of the last shared module that has its own (weight, bias)."""
+        for module in reversed(list(self.shared.modules())):
+            params = list(module.parameters(recurse=False))
+            if params:
+                return params
+        return []
+
+    def task_outputs(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each task's remaining stages and head on the shared features."""
         outputs = {}
         for task, head in self.heads.items():
             features = shared

@@ -1,11 +1,12 @@
-"""Training: devices, optimizers, loss weighting, batch sources, the loop and its state."""
+"""Training: devices, optimizers, loss-balancing strategies, batch sources, the loop
+and its state."""
 
 from .device import resolve_device
 from .loop import NonFiniteLossError, evaluate, fit, predict, train_one_epoch
 from .optimizers import OPTIMIZERS, build_optimizer
 from .sources import Batch, BatchSource, InMemorySource, Split
 from .state import TrainState
-from .weighting import WEIGHTINGS, Weighting, get_weighting
+from .strategies import WEIGHTINGS, Strategy, get_weighting
 
 __all__ = [
     "OPTIMIZERS",
@@ -16,7 +17,7 @@ __all__ = [
     "NonFiniteLossError",
     "Split",
     "TrainState",
-    "Weighting",
+    "Strategy",
     "build_optimizer",
     "evaluate",
     "fit",

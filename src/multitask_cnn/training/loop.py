@@ -27,11 +27,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from multitask_cnn.models import MultiTaskModel
 from multitask_cnn.tasks import TaskKind
 
 from .sources import BatchSource
 from .state import TrainState
-from .weighting import Weighting
+from .strategies import Step, Strategy
 
 __all__ = ["NonFiniteLossError", "evaluate", "fit", "predict", "train_one_epoch"]
 
@@ -125,11 +126,20 @@ class _FiniteGuard:
             )
 
 
+def _task_losses(
+    kinds: Mapping[str, TaskKind], batch, outputs: Mapping[str, torch.Tensor]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {
+        task: kind.loss_sums(batch.task_rows(task, outputs[task]), batch.labels[task])
+        for task, kind in kinds.items()
+    }
+
+
 def train_one_epoch(
-    model: nn.Module,
+    model: MultiTaskModel,
     source: BatchSource,
     kinds: Mapping[str, TaskKind],
-    weighting: Weighting,
+    strategy: Strategy,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     *,
@@ -137,11 +147,13 @@ def train_one_epoch(
     check_every: int | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
-    """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled rows.
+    """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled
+    rows, and ``weight.<task>``, the strategy's task weights averaged over the steps.
 
-    Raises :class:`NonFiniteLossError` when a task's loss is NaN or infinite; the check
-    reads the device every ``check_every`` steps (default: every step on the CPU, where
-    it is free, before the optimizer step; every 50 steps elsewhere).
+    The strategy owns the backward step (:meth:`Strategy.backward`). Raises
+    :class:`NonFiniteLossError` when a task's loss is NaN or infinite; the check reads
+    the device every ``check_every`` steps (default: every step on the CPU, where it is
+    free, before the optimizer step; every 50 steps elsewhere).
     """
     model.train()
     tasks = list(kinds)
@@ -150,28 +162,40 @@ def train_one_epoch(
     n_steps = len(source)
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 50
+    shared_params = [p for p in model.shared.parameters() if p.requires_grad]
+    last_shared = model.last_shared_layer()
     bar = tqdm(
         source, total=n_steps, desc=desc, leave=False, disable=None
     )  # quiet off a tty
     for step, batch in enumerate(bar, start=1):
         batch = batch.to(device)
-        outputs = model(batch.images)
-        losses = {}
-        for task, kind in kinds.items():
-            total, count = kind.loss_sums(
-                batch.task_rows(task, outputs[task]), batch.labels[task]
-            )
+        features = model.shared_features(batch.images)
+        terms = _task_losses(kinds, batch, model.task_outputs(features))
+        losses = {
+            task: total / count.clamp(min=1) for task, (total, count) in terms.items()
+        }
+        for task, (total, count) in terms.items():
             sums.add(f"{task}.loss", total, count)
-            losses[task] = total / count.clamp(min=1)
         guard.update(step, losses)
         if step % check_every == 0:
             guard.check(n_steps)  # before the step: the weights stay finite
-        loss = weighting.combine(losses)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weights = strategy.backward(Step(losses, features, shared_params, last_shared))
         optimizer.step()
+        strategy.after_optimizer_step()
+        if strategy.needs_losses_after_step:
+            with torch.no_grad():
+                again = _task_losses(kinds, batch, model(batch.images))
+            strategy.after_step({t: s / c.clamp(min=1) for t, (s, c) in again.items()})
+        for task, weight in zip(tasks, weights, strict=True):
+            sums.add(
+                f"weight.{task}",
+                weight,
+                torch.ones((), dtype=torch.int64, device=device),
+            )
     guard.check(n_steps)
-    return _summarise(sums, tasks, "train", epoch)
+    metrics = _summarise(sums, tasks, "train", epoch)
+    return metrics
 
 
 @torch.no_grad()
@@ -238,22 +262,25 @@ def fit(
     Metric names take ``prefix`` (``"baseline.left."``), so several models can train
     in one MLflow run.
     """
-    model, weighting = state.model, state.weighting
+    model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
     while state.epoch < epochs and not state.stopped_early:
         epoch = state.epoch + 1
         tick = time.perf_counter()
-        train_metrics = train_one_epoch(model, train, kinds, weighting, state.optimizer, device,
+        train_metrics = train_one_epoch(model, train, kinds, strategy, state.optimizer, device,
                                         epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}")  # fmt: skip
+        weights = {
+            k: train_metrics.pop(k)
+            for k in list(train_metrics)
+            if k.startswith("weight.")
+        }
         val_metrics = evaluate(model, val, kinds, device, epoch=epoch)
         record: dict[str, Any] = {"epoch": epoch}
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
-        record |= {
-            f"{prefix}weight.{t}": float(w) for t, w in weighting.weights.items()
-        }
+        record |= {f"{prefix}{k}": v for k, v in weights.items()}
         record[f"{prefix}epoch_seconds"] = time.perf_counter() - tick
-        weighting.on_epoch_end(epoch, {t: train_metrics[f"{t}.loss"] for t in kinds})
+        strategy.on_epoch_end(epoch)
         state.end_epoch(record, val_metrics["loss"], min_delta, patience, train)
         logger.info(
             "%sepoch %d/%d  train.loss %.4f  val.loss %.4f  %s  (%.1fs)",

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from .sources import BatchSource
-from .weighting import Weighting
+from .strategies import Strategy
 
 __all__ = ["TrainState"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the strategy's state was under 'weighting'
 
 
 def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @dataclass
 class TrainState:
-    """Model, optimizer and strategy, plus the loop's bookkeeping.
+    """Model, optimizer and loss-balancing strategy, plus the loop's bookkeeping.
 
     ``epoch`` counts completed epochs; ``best_*`` describe the epoch with the lowest
     ``val.loss`` so far; ``bad_epochs`` counts epochs since it (early stopping);
@@ -42,7 +42,7 @@ class TrainState:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    weighting: Weighting
+    strategy: Strategy
     epoch: int = 0
     best_epoch: int = 0
     best_loss: float = math.inf
@@ -94,7 +94,7 @@ class TrainState:
             "model": self.last_state
             or _cpu_copy(self.model.state_dict()),  # the last epoch's
             "optimizer": self.optimizer.state_dict(),
-            "weighting": self.weighting.state_dict(),
+            "strategy": self.strategy.state_dict(),
             "epoch": self.epoch,
             "best_epoch": self.best_epoch,
             "best_loss": self.best_loss,
@@ -115,7 +115,7 @@ class TrainState:
         self.model.load_state_dict(state["model"])
         self.last_state = None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.weighting.load_state_dict(state["weighting"])
+        self.strategy.load_state_dict(state["strategy"])
         self.epoch, self.best_epoch = state["epoch"], state["best_epoch"]
         self.best_loss, self.best_state = state["best_loss"], state["best_state"]
         self.bad_epochs, self.stopped_early = (

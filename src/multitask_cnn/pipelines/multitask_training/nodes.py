@@ -61,12 +61,14 @@ def train_multitask_model(
     torch.manual_seed(torch_seed(config.seed, "model_init"))
     network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
                           shared_stages=model_config.shared_stages).to(device)  # fmt: skip
-    optimizer = build_optimizer(config.optimizer, network.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay, momentum=config.momentum)  # fmt: skip
-    torch.manual_seed(
-        torch_seed(config.seed, "dropout")
-    )  # dropout and other in-model noise
-    state = TrainState(network, optimizer, get_weighting(config.weighting, specs))
+    strategy = get_weighting(config.weighting, specs, **config.weighting_args).to(
+        device
+    )
+    optimizer = build_optimizer(config.optimizer, [*network.parameters(), *strategy.parameters()],
+                                lr=config.lr, weight_decay=config.weight_decay,
+                                momentum=config.momentum)  # fmt: skip
+    torch.manual_seed(torch_seed(config.seed, "dropout"))  # dropout, random weights
+    state = TrainState(network, optimizer, strategy)
     logger.info(
         "Training %s (%d parameters, %d shared stages) on %s: %d train / %d val samples",
         model_config.backbone, count_parameters(network), network.shared_stages, device,

@@ -1,0 +1,108 @@
+"""The strategy interface: a loss-balancing method owns the backward step.
+
+Loss-level methods turn the task losses into one scalar and back-propagate it;
+gradient-level methods back-propagate each task's loss to the shared features, then
+aggregate the tasks' gradients on the shared parameters themselves. Both sit behind
+``training.weighting`` and the same loop. A strategy may have learnable parameters
+(:meth:`Strategy.parameters`: they join the optimizer) and state between steps or
+epochs (:meth:`Strategy.state_dict`: saved in the train state).
+
+Every strategy returns, each step, the weight it gave each task: for loss-level
+methods the derivative of the objective with respect to each task loss (the weight
+that task's gradient gets), for gradient-level methods the aggregator's weights. The
+loop averages them over the epoch and logs them as ``weight.<task>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from multitask_cnn.registry import Registry
+from multitask_cnn.tasks import TaskSpec
+
+__all__ = ["WEIGHTINGS", "LossStrategy", "Step", "Strategy", "get_weighting"]
+
+
+@dataclass
+class Step:
+    """What one training step hands the strategy."""
+
+    losses: dict[str, torch.Tensor]  # task -> scalar loss (mean over labelled rows)
+    features: torch.Tensor  # the shared trunk's output, inside the graph
+    shared_params: list[nn.Parameter]  # parameters every task's loss depends on
+    last_shared: list[nn.Parameter]  # the last shared layer's (GradNorm measures there)
+
+
+class Strategy:
+    """Base class of the loss-balancing strategies."""
+
+    level: ClassVar[str] = "loss"  # "loss" or "gradient"
+    needs_losses_after_step: ClassVar[bool] = False  # FAMO: losses again after the step
+
+    def __init__(self, tasks: Mapping[str, TaskSpec]) -> None:
+        self.tasks = list(tasks)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Learnable parameters the optimizer should update (none by default)."""
+        return []
+
+    def to(self, device: torch.device) -> Strategy:
+        return self
+
+    def backward(self, step: Step) -> torch.Tensor:
+        """Put gradients into ``.grad``; return the task weights ``(T,)``, detached."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self) -> None:
+        """Called right after ``optimizer.step()`` (GradNorm renormalises its weights)."""
+
+    def after_step(self, losses: Mapping[str, torch.Tensor]) -> None:
+        """The same batch's losses after the optimizer step (if ``needs_losses_after_step``)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Hook for strategies that update their state between epochs."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, got {sorted(state)}"
+            )
+
+    def _stack(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([losses[task] for task in self.tasks])  # (T,)
+
+
+class LossStrategy(Strategy):
+    """A loss-level method: :meth:`objective` turns the task losses ``(T,)`` into the
+    scalar to back-propagate; the weights are its derivative by each loss."""
+
+    def objective(self, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward(self, step: Step) -> torch.Tensor:
+        values = self._stack(step.losses)
+        objective = self.objective(values)
+        (weights,) = torch.autograd.grad(objective, values, retain_graph=True)
+        objective.backward()
+        return weights.detach()
+
+
+WEIGHTINGS: Registry[type[Strategy]] = Registry("weighting")
+
+
+def get_weighting(name: str, tasks: Mapping[str, TaskSpec], **options: Any) -> Strategy:
+    """Build the strategy registered as ``name`` with its ``options``
+    (``training.weighting_args``)."""
+    cls = WEIGHTINGS.get(name)
+    try:
+        return cls(tasks, **options)
+    except TypeError as error:
+        raise TypeError(f"training.weighting_args for {name!r}: {error}") from None
