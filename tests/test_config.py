@@ -60,6 +60,11 @@ def test_defaults_are_valid():
          "task 'loss': task name 'loss' is reserved for metric names"),
         ({"tasks": {"left-item": {"kind": "multiclass", "num_classes": 10, "label": "left"}}},
          "task name 'left-item' is not an identifier"),
+        ({"tasks": TASKS, "training": {"weighting": "pcgrad"}, "model": {"shared_stages": 0}},
+         "training.weighting='pcgrad' aggregates the task gradients on the shared parameters, "
+         "but model.shared_stages=0 shares none"),
+        ({"tasks": TASKS, "training": {"weighting": "cagrad", "weighting_args": {"alpha": 1}}},
+         "training.weighting_args for 'cagrad'"),
         ({"tasks": TASKS, "training": {"optimizer": "lbfgs"}},
          "parameter 'training.optimizer' (conf/base/parameters_multitask_training.yml or --params): "
          "unknown optimizer 'lbfgs'; choose from ['adam', 'adamw', 'sgd']"),
@@ -151,11 +156,7 @@ def test_readme_parameter_table_matches_the_schema_defaults():
             flat[group] = values
             continue
         for key, value in values.items():
-            if (
-                isinstance(value, dict)
-                and key != "backbone_args"
-                and key != "missing_labels"
-            ):
+            if isinstance(value, dict) and value and key != "backbone_args":
                 flat |= {f"{group}.{key}.{k}": v for k, v in value.items()}
             else:
                 flat[f"{group}.{key}"] = value

@@ -135,6 +135,27 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("weighting", ["uncertainty", "upgrad"])
+def test_a_loss_level_and_a_torchjd_strategy_through_kedro(project_copy, weighting):
+    _run(project_copy, training={"weighting": weighting})
+    client = _client(project_copy)
+    experiment = client.get_experiment_by_name("multitask-cnn-smoke")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["training.weighting"] == weighting
+    for task in ("left", "right"):
+        history = client.get_metric_history(run.info.run_id, f"weight.{task}")
+        assert [m.step for m in history] == [1, 2]
+        assert all(
+            0 < m.value < 2 and m.value != 1.0 for m in history
+        )  # adapted, not fixed
+    assert run.data.metrics["test.left.accuracy"] > 0.2
+    state = torch.load(
+        project_copy / "data/smoke/06_models/train_state.pt", weights_only=True
+    )
+    if weighting == "uncertainty":  # its learned log-variances are in the train state
+        assert state["strategy"]["scalarizer"]["log_var"].abs().sum() > 0
+
+
 def test_untracked_files_make_the_tree_dirty(project_copy):
     _git_commit_all(project_copy)
     (project_copy / "notes.py").write_text("x = 1\n")  # untracked, not ignored
@@ -235,6 +256,10 @@ def test_missing_data_folder_stops_before_training(project_copy):
     [
         ("tasks.left.kind=ordinal", "parameter 'tasks.left.kind'"),
         ("training.batch_size=big", "parameter 'training.batch_size'"),
+        (
+            "training.weighting=magic",
+            "unknown weighting 'magic'; choose from ['aligned_mtl', 'cagrad', 'config'",
+        ),
     ],
 )
 def test_cli_rejects_bad_parameters_with_a_clear_message(

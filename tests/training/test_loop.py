@@ -122,9 +122,16 @@ def test_epoch_losses_average_over_labelled_rows_and_loss_is_their_sum(model_inp
     )
     accuracy = (out["left"].argmax(1)[labelled] == left[labelled]).float().mean().item()
     assert metrics["left.accuracy"] == pytest.approx(accuracy)
-    trained = train_one_epoch(state.model, InMemorySource(split, 100), KINDS, state.weighting,
+    trained = train_one_epoch(state.model, InMemorySource(split, 100), KINDS, state.strategy,
                               state.optimizer, CPU)  # fmt: skip
-    assert set(trained) == {"loss", "left.loss", "right.loss"}
+    assert set(trained) == {
+        "loss",
+        "left.loss",
+        "right.loss",
+        "weight.left",
+        "weight.right",
+    }
+    assert trained["weight.left"] == trained["weight.right"] == 1.0  # equal
     assert trained["loss"] == pytest.approx(
         trained["left.loss"] + trained["right.loss"]
     )
@@ -142,7 +149,7 @@ def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(model_input
         NonFiniteLossError,
         match=r"task 'ink': the loss is not finite at epoch 2, step 2 of 5",
     ):
-        train_one_epoch(state.model, InMemorySource(split, 200), kinds_of(tasks), state.weighting,
+        train_one_epoch(state.model, InMemorySource(split, 200), kinds_of(tasks), state.strategy,
                         state.optimizer, CPU, epoch=2)  # fmt: skip
     assert all(
         torch.isfinite(p).all() for p in state.model.parameters()
@@ -185,7 +192,7 @@ def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(model_inpu
     weighted = _state(weighting="static", optimizer="sgd", lr=0.1)
     manual = copy.deepcopy(weighted.model)
     optimizer = torch.optim.SGD(manual.parameters(), lr=0.1, momentum=0.9)
-    train_one_epoch(weighted.model, InMemorySource(train, 128), KINDS, weighted.weighting,
+    train_one_epoch(weighted.model, InMemorySource(train, 128), KINDS, weighted.strategy,
                     weighted.optimizer, CPU)  # fmt: skip
     out = manual(train.images)
     loss = F.cross_entropy(out["left"], train.labels["left"]) + 3.0 * F.cross_entropy(
@@ -198,7 +205,7 @@ def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(model_inpu
     ):
         torch.testing.assert_close(a, b, msg=name)
     equal = _state(weighting="equal", optimizer="sgd", lr=0.1)
-    train_one_epoch(equal.model, InMemorySource(train, 128), KINDS, equal.weighting,
+    train_one_epoch(equal.model, InMemorySource(train, 128), KINDS, equal.strategy,
                     equal.optimizer, CPU)  # fmt: skip
     assert not torch.allclose(
         equal.model.heads["right"][0].weight, weighted.model.heads["right"][0].weight
@@ -293,7 +300,7 @@ def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
 def test_train_state_refuses_another_format(model_inputs):
     state = _state()
     saved = state.state_dict() | {"format_version": 0}
-    with pytest.raises(ValueError, match="train state format 0 is not 1"):
+    with pytest.raises(ValueError, match="train state format 0 is not 2"):
         _state().load_state_dict(saved)
 
 
