@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -108,7 +109,22 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
         "reports/training_history.csv",
         "reports/data_report.csv",
         "environment/requirements.lock",
+        "model/baseline_checkpoints.pt",
+        "reports/baseline_history.csv",
+        "reports/baseline_metrics.json",
+        "reports/comparison.json",
     }
+    # the single-task baselines, trained in the same run, and Δm against them
+    assert 0 <= run.data.metrics["stl.left.accuracy"] <= 1
+    assert math.isfinite(run.data.metrics["delta_m"])
+    assert run.data.metrics["delta_m"] == pytest.approx(
+        (run.data.metrics["delta_m.left"] + run.data.metrics["delta_m.right"]) / 2
+    )
+    assert [
+        m.step for m in client.get_metric_history(run.info.run_id, "stl.left.val.loss")
+    ] == [1, 2]
+    assert run.data.tags["stl.left.run_id"] == run.info.run_id
+    assert run.data.tags["stl.left.reused"] == "False"
     tags = run.data.tags  # what a teammate needs to repeat the run
     assert tags["kedro.env"] == "smoke"
     assert tags["git.commit"] == commit
@@ -149,6 +165,7 @@ def test_a_loss_level_and_a_torchjd_strategy_through_kedro(project_copy, weighti
             0 < m.value < 2 and m.value != 1.0 for m in history
         )  # adapted, not fixed
     assert run.data.metrics["test.left.accuracy"] > 0.2
+    assert "delta_m" in run.data.metrics and "stl.right.accuracy" in run.data.metrics
     state = torch.load(
         project_copy / "data/smoke/06_models/train_state.pt", weights_only=True
     )

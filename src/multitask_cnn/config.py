@@ -33,7 +33,7 @@ from pydantic import (
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.tasks import TaskSpec, check_task_name
-from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, get_weighting
+from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
 
 __all__ = [
     "ConfigError",
@@ -170,6 +170,16 @@ class TrainingConfig(_Strict):
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     log_every_epoch: bool = True  # live per-epoch metrics to MLflow
+
+    def budget(self) -> Budget:
+        """What the multi-task model and its single-task baselines share."""
+        return Budget(
+            epochs=self.epochs, batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size, optimizer=self.optimizer, lr=self.lr,
+            weight_decay=self.weight_decay, momentum=self.momentum,
+            patience=self.early_stopping.patience, min_delta=self.early_stopping.min_delta,
+            seed=self.seed,
+        )  # fmt: skip
 
     @field_validator("weighting")
     @classmethod

@@ -176,7 +176,8 @@ def _outputs(nodes: Iterable) -> set[str]:
 
 class CheckpointTagsHook:
     """Whenever a run loads a checkpoint, tag the run with where it came from: the
-    MLflow run and git commit that trained it and the fingerprint of its data; and
+    MLflow run and git commit that trained it and the fingerprint of its data (for the
+    baselines: ``stl.<task>.run_id``, ``.reused``, ``.baseline_key``); and
     when the checkpoint was trained with other parameters than this run's (a rerun
     with ``--only-missing-outputs`` after a change), say which in
     ``checkpoint.config_differs`` and in the log."""
@@ -190,9 +191,20 @@ class CheckpointTagsHook:
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
-        if dataset_name != "multitask_checkpoint" or mlflow.active_run() is None:
+        if mlflow.active_run() is None or not isinstance(data, dict):
             return
-        if not isinstance(data, dict):
+        if (
+            dataset_name == "baseline_checkpoints"
+        ):  # which baselines Δm compares against
+            mlflow.set_tags({
+                f"stl.{task}.{key}": str(value)
+                for task, checkpoint in data.items()
+                for key, value in (("run_id", checkpoint["provenance"].get("mlflow.run_id")),
+                                   ("reused", bool(checkpoint.get("reused"))),
+                                   ("baseline_key", checkpoint.get("baseline_key")))
+            })  # fmt: skip
+            return
+        if dataset_name != "multitask_checkpoint":
             return
         provenance = data.get("provenance", {})
         mlflow.set_tags({

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from multitask_cnn.pipelines import data_prep, evaluation, multitask_training
+from multitask_cnn.pipelines import baselines, data_prep, evaluation, multitask_training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """``__default__`` chains data_prep → multitask_training → evaluation."""
+    """``__default__`` chains data_prep → baselines and multitask_training → evaluation."""
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
+        "baselines": baselines.create_pipeline(),
         "multitask_training": multitask_training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
     }

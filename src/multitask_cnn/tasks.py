@@ -144,6 +144,7 @@ class TaskKind:
 
     name: str = ""
     is_classifier: bool = True
+    lower_is_better: frozenset[str] = frozenset()  # test metrics where less is better
 
     def check_spec(self, spec: TaskSpec) -> None:
         """Raise :class:`ValueError` when ``spec`` does not fit this kind."""
@@ -291,6 +292,7 @@ class Regression(TaskKind):
 
     name = "regression"
     is_classifier = False
+    lower_is_better = frozenset({"mse", "mae"})
 
     def check_spec(self, spec: TaskSpec) -> None:
         if spec.num_classes is not None:

@@ -11,13 +11,18 @@ from multitask_cnn.config import parse_tasks
 from multitask_cnn.io import CSVDataset, JSONDataset, TorchDataset
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
-from multitask_cnn.pipelines import data_prep, evaluation, multitask_training
+from multitask_cnn.pipelines import baselines, data_prep, evaluation, multitask_training
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import LabelError
 from multitask_cnn.training import TrainState, build_optimizer, get_weighting
 
 TRAINING = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
+TRAIN_AND_EVALUATE = (
+    baselines.create_pipeline()
+    + multitask_training.create_pipeline()
+    + evaluation.create_pipeline()
+)
 PROVENANCE = {"git.commit": "abc123", "git.dirty": "false", "mlflow.run_id": "run42"}
 STATS = {"mean": 0.1, "std": 0.3, "computed_on": "train", "n_images": 900}
 
@@ -34,6 +39,10 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "params:training": MemoryDataset(TRAINING),
         "params:evaluation": MemoryDataset({"device": "cpu"}),
         "multitask_checkpoint": TorchDataset(str(tmp_path / "checkpoint.pt")),
+        "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),
+        "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
+        "baseline_metrics": JSONDataset(str(tmp_path / "baseline_metrics.json")),
+        "comparison": JSONDataset(str(tmp_path / "comparison.json")),
         "train_state": TorchDataset(str(tmp_path / "train_state.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
@@ -41,8 +50,7 @@ def catalog(model_inputs, tasks_params, tmp_path):
 
 
 def test_train_then_evaluate_in_memory(catalog, model_inputs):
-    pipeline = multitask_training.create_pipeline() + evaluation.create_pipeline()
-    SequentialRunner().run(pipeline, catalog)
+    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
 
     checkpoint = catalog.load("multitask_checkpoint")  # round-trips through the file
     assert checkpoint["format_version"] == 2
@@ -113,16 +121,22 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
 def test_evaluation_refuses_a_checkpoint_trained_for_other_tasks(
     catalog, tasks, expected
 ):
-    SequentialRunner().run(multitask_training.create_pipeline(), catalog)
+    SequentialRunner().run(
+        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
+    )
     catalog["params:tasks"] = MemoryDataset(tasks)
     with pytest.raises(CheckpointMismatchError) as error:
-        SequentialRunner().run(evaluation.create_pipeline(), catalog)
+        SequentialRunner().run(
+            evaluation.create_pipeline().only_nodes("predict_test"), catalog
+        )
     for line in expected:
         assert line in str(error.value)
 
 
 def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
-    SequentialRunner().run(multitask_training.create_pipeline(), catalog)
+    SequentialRunner().run(
+        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
+    )
     catalog["normalisation_stats"] = MemoryDataset(STATS | {"mean": 0.2})
     with pytest.raises(
         CheckpointMismatchError,
@@ -134,7 +148,9 @@ def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
 def test_evaluation_builds_the_heads_the_checkpoint_was_trained_with(
     catalog, tasks_params
 ):
-    SequentialRunner().run(multitask_training.create_pipeline(), catalog)
+    SequentialRunner().run(
+        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
+    )
     wider = {t: spec | {"head_hidden": [32]} for t, spec in tasks_params.items()}
     catalog["params:tasks"] = MemoryDataset(
         wider
@@ -175,9 +191,9 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "model_input_train": TorchDataset(str(tmp_path / "train.pt")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
+        "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
     })  # fmt: skip
-    pipeline = data_prep.create_pipeline() + multitask_training.create_pipeline()
-    SequentialRunner().run(pipeline + evaluation.create_pipeline(), catalog)
+    SequentialRunner().run(data_prep.create_pipeline() + TRAIN_AND_EVALUATE, catalog)
 
     train_labels = catalog.load("model_input_train")["labels"]
     assert (train_labels["left"] == -1).sum() == 450 and torch.isnan(
@@ -215,3 +231,42 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
     )
     assert set(catalog.load("confusion_matrices")) == {"confusion_matrix_left.png",
                                                        "confusion_matrix_shoes.png"}  # fmt: skip
+
+
+def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_change(
+    catalog,
+):
+    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
+    first = catalog.load("baseline_checkpoints")
+    assert set(first) == {"left", "right"} and not first["left"]["reused"]
+    assert first["left"]["config"]["tasks"] == {
+        "left": first["left"]["config"]["tasks"]["left"]
+    }
+    assert first["left"]["config"]["model"]["shared_stages"] is None  # all its own
+    stl = catalog.load("baseline_metrics")["test"]
+    mtl = catalog.load("task_metrics")["test"]
+    comparison = catalog.load("comparison")
+    expected = {t: 100 * ((mtl[t]["accuracy"] - stl[t]["accuracy"]) / stl[t]["accuracy"]
+                          + (mtl[t]["f1_macro"] - stl[t]["f1_macro"]) / stl[t]["f1_macro"]) / 2
+                for t in ("left", "right")}  # fmt: skip
+    assert comparison["per_task"] == pytest.approx(expected)
+    assert comparison["delta_m"] == pytest.approx(sum(expected.values()) / 2)
+    logged = catalog.load("comparison_metrics")
+    assert logged["delta_m"]["value"] == pytest.approx(comparison["delta_m"])
+    assert logged["stl.left.accuracy"]["value"] == stl["left"]["accuracy"]
+
+    # unchanged inputs: the baselines are reused, not retrained
+    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    second = catalog.load("baseline_checkpoints")
+    assert second["left"]["reused"] and second["right"]["reused"]
+    for key, value in first["left"]["model"].items():
+        assert torch.equal(value, second["left"]["model"][key])
+
+    # a changed budget retrains
+    catalog["params:training"] = MemoryDataset(TRAINING | {"epochs": 1})
+    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    third = catalog.load("baseline_checkpoints")
+    assert (
+        not third["left"]["reused"]
+        and third["left"]["baseline_key"] != first["left"]["baseline_key"]
+    )

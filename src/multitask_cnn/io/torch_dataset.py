@@ -21,12 +21,25 @@ class TorchDataset(AtomicFileDataset[Any, Any]):
         model_input_train:
           type: multitask_cnn.io.TorchDataset
           filepath: data/05_model_input/train.pt
+
+    With ``missing_ok: true`` loading a file that does not exist yet gives ``None``
+    (a node's earlier output that it may reuse, such as trained baselines).
     """
 
     def __init__(
-        self, filepath: str, *, metadata: dict[str, Any] | None = None
+        self,
+        filepath: str,
+        *,
+        missing_ok: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(filepath, metadata=metadata)
+        self._missing_ok = missing_ok  # load gives None when the file is not there yet
+
+    def load(self) -> Any:
+        if self._missing_ok and not self._exists():
+            return None
+        return super().load()
 
     def _write(self, data: Any, path: Path) -> None:
         torch.save(data, path)

@@ -12,10 +12,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from multitask_cnn.tasks import TaskSpec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "build_checkpoint",
     "CheckpointMismatchError",
     "check_checkpoint",
     "describe_checkpoint",
@@ -84,6 +87,31 @@ def check_checkpoint(
             + "\nRetrain (`kedro run`), or restore the settings it was trained with."
         )
     return trained
+
+
+def build_checkpoint(
+    model: nn.Module,
+    *,
+    best_epoch: int,
+    best_loss: float,
+    config: Mapping[str, Any],
+    normalisation: Mapping[str, Any],
+    input_fingerprint: Mapping[str, str],
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The self-describing checkpoint of ``model`` (its current weights: the best
+    epoch's after ``fit``); ``config`` holds the effective tasks, model and training."""
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": best_epoch,
+        "val_loss": best_loss,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "config": dict(config),
+        "normalisation": dict(normalisation),
+        "input_fingerprint": dict(input_fingerprint),
+        "provenance": dict(provenance),
+    }
 
 
 def describe_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 and its state."""
 
 from .device import resolve_device
+from .driver import Budget, train_model
 from .loop import NonFiniteLossError, evaluate, fit, predict, train_one_epoch
 from .optimizers import OPTIMIZERS, build_optimizer
 from .sources import Batch, BatchSource, InMemorySource, Split
@@ -9,6 +10,8 @@ from .state import TrainState
 from .strategies import WEIGHTINGS, Strategy, get_weighting
 
 __all__ = [
+    "Budget",
+    "train_model",
     "OPTIMIZERS",
     "WEIGHTINGS",
     "Batch",

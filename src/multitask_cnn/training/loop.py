@@ -34,7 +34,14 @@ from .sources import BatchSource
 from .state import TrainState
 from .strategies import Step, Strategy
 
-__all__ = ["NonFiniteLossError", "evaluate", "fit", "predict", "train_one_epoch"]
+__all__ = [
+    "EpochCallback",
+    "NonFiniteLossError",
+    "evaluate",
+    "fit",
+    "predict",
+    "train_one_epoch",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,14 @@ from multitask_cnn.config import (
     parse_tasks,
     source_class_names,
 )
+from multitask_cnn.evaluation import delta_m
 from multitask_cnn.models import build_model
-from multitask_cnn.models.checkpoint import check_checkpoint, describe_checkpoint
-from multitask_cnn.tasks import check_labels
+from multitask_cnn.models.checkpoint import (
+    CheckpointMismatchError,
+    check_checkpoint,
+    describe_checkpoint,
+)
+from multitask_cnn.tasks import TaskSpec, check_labels
 from multitask_cnn.training import InMemorySource, Split, predict, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -27,22 +32,20 @@ logger = logging.getLogger(__name__)
 Predictions = dict[str, dict[str, np.ndarray]]
 
 
-def predict_test(
-    multitask_checkpoint: dict[str, Any],
+def _predict(
+    checkpoint: dict[str, Any],
     model_input_test: dict[str, Any],
     normalisation_stats: dict[str, Any],
-    tasks: dict[str, Any],
-    evaluation: dict[str, Any],
+    specs: dict[str, TaskSpec],
+    config: EvaluationConfig,
 ) -> Predictions:
-    """Rebuild the trained model from its checkpoint (refused when it was trained for
-    other tasks or on differently normalised data) and predict every task's labels."""
-    config = parse(EvaluationConfig, evaluation, "evaluation")
-    specs = parse_tasks(tasks)
-    trained_tasks = check_checkpoint(multitask_checkpoint, specs, normalisation_stats)
-    trained = parse(ModelConfig, multitask_checkpoint["config"]["model"], "model")
+    """Rebuild a checkpoint's model (refused when it was trained for other tasks or on
+    differently normalised data) and predict ``specs``' labels on labelled test rows."""
+    trained_tasks = check_checkpoint(checkpoint, specs, normalisation_stats)
+    trained = parse(ModelConfig, checkpoint["config"]["model"], "model")
     model = build_model(trained_tasks, trained.backbone, backbone_args=trained.backbone_args,
                         shared_stages=trained.shared_stages)  # fmt: skip
-    model.load_state_dict(multitask_checkpoint["model"], strict=True)
+    model.load_state_dict(checkpoint["model"], strict=True)
     device = resolve_device(config.device)
     model.to(device)
     test = Split.from_model_input(
@@ -61,6 +64,89 @@ def predict_test(
     return predictions
 
 
+def predict_test(
+    multitask_checkpoint: dict[str, Any],
+    model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> Predictions:
+    """The multi-task model's predictions of every task on the test split."""
+    config = parse(EvaluationConfig, evaluation, "evaluation")
+    return _predict(multitask_checkpoint, model_input_test, normalisation_stats,
+                    parse_tasks(tasks), config)  # fmt: skip
+
+
+def predict_baselines(
+    baseline_checkpoints: dict[str, Any],
+    model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> Predictions:
+    """Each task's single-task model's predictions on the test split."""
+    config = parse(EvaluationConfig, evaluation, "evaluation")
+    specs = parse_tasks(tasks)
+    missing = sorted(set(specs) - set(baseline_checkpoints))
+    if missing:
+        raise CheckpointMismatchError(
+            f"no single-task baseline for tasks {missing}; run the baselines pipeline "
+            "(`kedro run` includes it)"
+        )
+    predictions: Predictions = {}
+    for task, spec in specs.items():
+        predictions |= _predict(baseline_checkpoints[task], model_input_test,
+                                normalisation_stats, {task: spec}, config)  # fmt: skip
+    return predictions
+
+
+def compute_baseline_metrics(
+    baseline_predictions: Predictions,
+    tasks: dict[str, Any],
+    baseline_checkpoints: dict[str, Any],
+) -> dict[str, Any]:
+    """The single-task models' test metrics (as :func:`compute_task_metrics`), and
+    which baseline each is: the run that trained it, whether this run reused it."""
+    metrics = _metrics(baseline_predictions, parse_tasks(tasks), "stl")
+    described = {
+        task: describe_checkpoint(checkpoint)
+        | {"reused": bool(checkpoint.get("reused"))}
+        for task, checkpoint in baseline_checkpoints.items()
+        if task in metrics
+    }
+    return {"test": metrics, "baselines": described}
+
+
+def compare_to_baselines(
+    task_metrics: dict[str, Any],
+    baseline_metrics: dict[str, Any],
+    tasks: dict[str, Any],
+) -> dict[str, Any]:
+    """Δm of the multi-task model against the single-task models (percent, + = better)
+    and each task's term."""
+    specs = parse_tasks(tasks)
+    value, terms = delta_m(
+        task_metrics["test"], baseline_metrics["test"],
+        {task: spec.task_kind.lower_is_better for task, spec in specs.items()},
+    )  # fmt: skip
+    logger.info("Δm against single-task models: %+.2f %% (%s)", value,
+                ", ".join(f"{t} {v:+.2f} %" for t, v in terms.items()))  # fmt: skip
+    return {"delta_m": value, "per_task": terms}
+
+
+def _metrics(
+    predictions: Predictions, specs: dict[str, TaskSpec], name: str
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for task, spec in specs.items():
+        y_true, y_pred = predictions[task]["y_true"], predictions[task]["y_pred"]
+        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec) | {
+            "n": int(len(y_true))
+        }
+        logger.info("%s.%s: %s", name, task, metrics[task])
+    return metrics
+
+
 def compute_task_metrics(
     predictions: Predictions,
     tasks: dict[str, Any],
@@ -68,14 +154,7 @@ def compute_task_metrics(
 ) -> dict[str, Any]:
     """Per task, on labelled test rows: the kind's metrics (accuracy and macro-F1, or
     MSE and MAE) and ``n``; plus which checkpoint they describe."""
-    specs = parse_tasks(tasks)
-    metrics: dict[str, Any] = {}
-    for task, spec in specs.items():
-        y_true, y_pred = predictions[task]["y_true"], predictions[task]["y_pred"]
-        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec) | {
-            "n": int(len(y_true))
-        }
-        logger.info("test.%s: %s", task, metrics[task])
+    metrics = _metrics(predictions, parse_tasks(tasks), "test")
     return {"test": metrics, "checkpoint": describe_checkpoint(multitask_checkpoint)}
 
 
@@ -102,6 +181,22 @@ def plot_confusion_matrices(
         figure.tight_layout()
         figures[f"confusion_matrix_{task}.png"] = figure
     return figures
+
+
+def comparison_to_mlflow_metrics(
+    baseline_metrics: dict[str, Any], comparison: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """``stl.<task>.<metric>`` for the single-task models, ``delta_m`` and
+    ``delta_m.<task>``."""
+    metrics = {
+        f"stl.{task}.{name}": value
+        for task, values in baseline_metrics["test"].items()
+        for name, value in values.items()
+        if name != "n"
+    }
+    metrics["delta_m"] = comparison["delta_m"]
+    metrics |= {f"delta_m.{task}": v for task, v in comparison["per_task"].items()}
+    return {name: {"value": float(v), "step": 0} for name, v in metrics.items()}
 
 
 def to_mlflow_metrics(task_metrics: dict[str, Any]) -> dict[str, dict[str, float]]:

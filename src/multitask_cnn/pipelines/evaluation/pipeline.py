@@ -3,11 +3,17 @@
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    compare_to_baselines,
+    comparison_to_mlflow_metrics,
+    compute_baseline_metrics,
     compute_task_metrics,
     plot_confusion_matrices,
+    predict_baselines,
     predict_test,
     to_mlflow_metrics,
 )
+
+TEST = ["model_input_test", "normalisation_stats", "params:tasks", "params:evaluation"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,13 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 predict_test,
-                [
-                    "multitask_checkpoint",
-                    "model_input_test",
-                    "normalisation_stats",
-                    "params:tasks",
-                    "params:evaluation",
-                ],
+                ["multitask_checkpoint", *TEST],
                 "test_predictions",
                 name="predict_test",
             ),
@@ -42,6 +42,30 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "task_metrics",
                 "test_metrics",
                 name="to_mlflow_metrics",
+            ),
+            Node(
+                predict_baselines,
+                ["baseline_checkpoints", *TEST],
+                "baseline_predictions",
+                name="predict_baselines",
+            ),
+            Node(
+                compute_baseline_metrics,
+                ["baseline_predictions", "params:tasks", "baseline_checkpoints"],
+                "baseline_metrics",
+                name="compute_baseline_metrics",
+            ),
+            Node(
+                compare_to_baselines,
+                ["task_metrics", "baseline_metrics", "params:tasks"],
+                "comparison",
+                name="compare_to_baselines",
+            ),
+            Node(
+                comparison_to_mlflow_metrics,
+                ["baseline_metrics", "comparison"],
+                "comparison_metrics",
+                name="comparison_to_mlflow_metrics",
             ),
         ]  # fmt: skip
     )

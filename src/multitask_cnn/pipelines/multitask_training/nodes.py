@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import pandas as pd
-import torch
 
 from multitask_cnn.config import (
     ModelConfig,
@@ -15,21 +14,12 @@ from multitask_cnn.config import (
     parse,
     parse_tasks,
 )
-from multitask_cnn.models import build_model, count_parameters
-from multitask_cnn.models.checkpoint import CHECKPOINT_FORMAT
+from multitask_cnn.models import build_model
+from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
-from multitask_cnn.seeds import torch_seed
-from multitask_cnn.tasks import check_labels, kinds_of
+from multitask_cnn.tasks import check_labels
 from multitask_cnn.tracking import log_epoch_metrics
-from multitask_cnn.training import (
-    InMemorySource,
-    Split,
-    TrainState,
-    build_optimizer,
-    fit,
-    get_weighting,
-    resolve_device,
-)
+from multitask_cnn.training import Split, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,52 +47,22 @@ def train_multitask_model(
     check_labels(specs, train.labels, "train")  # before any long work
     check_labels(specs, val.labels, "val")
 
-    device = resolve_device(config.device)
-    torch.manual_seed(torch_seed(config.seed, "model_init"))
-    network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
-                          shared_stages=model_config.shared_stages).to(device)  # fmt: skip
-    strategy = get_weighting(config.weighting, specs, **config.weighting_args).to(
-        device
-    )
-    optimizer = build_optimizer(config.optimizer, [*network.parameters(), *strategy.parameters()],
-                                lr=config.lr, weight_decay=config.weight_decay,
-                                momentum=config.momentum)  # fmt: skip
-    torch.manual_seed(torch_seed(config.seed, "dropout"))  # dropout, random weights
-    state = TrainState(network, optimizer, strategy)
-    logger.info(
-        "Training %s (%d parameters, %d shared stages) on %s: %d train / %d val samples",
-        model_config.backbone, count_parameters(network), network.shared_stages, device,
-        len(train), len(val),
-    )  # fmt: skip
-    state = fit(
-        state,
-        InMemorySource(train, config.batch_size, seed=torch_seed(config.seed, "data_order")),
-        InMemorySource(val, config.eval_batch_size),
-        kinds_of(specs), device,
-        epochs=config.epochs, patience=config.early_stopping.patience,
-        min_delta=config.early_stopping.min_delta,
+    state = train_model(
+        lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
+                            shared_stages=model_config.shared_stages),
+        specs, train, val, resolve_device(config.device), config.budget(),
+        weighting=config.weighting, weighting_args=config.weighting_args,
         on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
     )  # fmt: skip
-    checkpoint = {
-        "format_version": CHECKPOINT_FORMAT,
-        "model": {
-            k: v.detach().cpu() for k, v in network.state_dict().items()
-        },  # best epoch
-        "epoch": state.best_epoch,
-        "val_loss": state.best_loss,
-        "n_parameters": count_parameters(network),
-        "config": {
-            "tasks": effective_tasks(specs),
-            "model": model_config.effective(),
-            "training": config.model_dump(mode="json"),
-        },  # fmt: skip
-        "normalisation": dict(normalisation_stats),
-        "input_fingerprint": {
-            "train": fingerprint(model_input_train),
-            "val": fingerprint(model_input_val),
-        },  # fmt: skip
-        "provenance": dict(provenance),
-    }
+    checkpoint = build_checkpoint(
+        state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
+        config={"tasks": effective_tasks(specs), "model": model_config.effective(),
+                "training": config.model_dump(mode="json")},
+        normalisation=normalisation_stats,
+        input_fingerprint={"train": fingerprint(model_input_train),
+                           "val": fingerprint(model_input_val)},
+        provenance=provenance,
+    )  # fmt: skip
     return checkpoint, pd.DataFrame(state.history), state.state_dict()
 
 

@@ -1,0 +1,93 @@
+"""Nodes of the ``baselines`` pipeline: the single-task models Δm compares against."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from multitask_cnn.config import (
+    ModelConfig,
+    TrainingConfig,
+    effective_tasks,
+    parse,
+    parse_tasks,
+)
+from multitask_cnn.models import build_model
+from multitask_cnn.models.checkpoint import build_checkpoint
+from multitask_cnn.provenance import fingerprint
+from multitask_cnn.tasks import check_labels
+from multitask_cnn.tracking import log_epoch_metrics
+from multitask_cnn.training import Split, resolve_device, train_model
+
+logger = logging.getLogger(__name__)
+
+
+def _baseline_key(
+    task_spec: dict, model: dict, budget: dict, data: dict[str, str]
+) -> str:
+    """What a baseline depends on: its data, task, backbone, budget and seed."""
+    return fingerprint(
+        {"task": task_spec, "model": model, "budget": budget, "data": data}
+    )
+
+
+def train_baselines(
+    model_input_train: dict[str, Any],
+    model_input_val: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    model: dict[str, Any],
+    training: dict[str, Any],
+    previous_baselines: dict[str, Any] | None,
+    provenance: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One single-task model per task: the multi-task model's backbone (all of it the
+    task's own), budget and seed, trained with the plain task loss.
+
+    A baseline in ``previous_baselines`` whose inputs (data fingerprints, task spec,
+    backbone, budget, seed) are unchanged is reused, not retrained. Returns
+    ``{task: checkpoint}`` (each with ``baseline_key`` and ``reused``) and the
+    per-epoch history of the baselines trained now (metrics ``stl.<task>.*``).
+    """
+    specs = parse_tasks(tasks)
+    model_config = parse(ModelConfig, model, "model")
+    config = parse(TrainingConfig, training, "training")
+    effective_model = model_config.effective() | {"shared_stages": None}
+    budget = config.budget()
+    data = {
+        "train": fingerprint(model_input_train),
+        "val": fingerprint(model_input_val),
+    }
+    previous = previous_baselines or {}
+    device = resolve_device(config.device)
+    baselines, histories = {}, []
+    for task, spec in specs.items():
+        task_spec = effective_tasks({task: spec})
+        key = _baseline_key(task_spec[task], effective_model, vars(budget), data)
+        if previous.get(task, {}).get("baseline_key") == key:
+            logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
+                        task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
+            baselines[task] = previous[task] | {"reused": True}
+            continue
+        label_of = {task: spec.label_name(task)}
+        train = Split.from_model_input(model_input_train, label_of)
+        val = Split.from_model_input(model_input_val, label_of)
+        check_labels({task: spec}, train.labels, "train")
+        state = train_model(
+            lambda task=task, spec=spec: build_model(
+                {task: spec}, model_config.backbone, backbone_args=model_config.backbone_args),
+            {task: spec}, train, val, device, budget, prefix=f"stl.{task}.",
+            on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
+        )  # fmt: skip
+        checkpoint = build_checkpoint(
+            state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
+            config={"tasks": task_spec, "model": effective_model,
+                    "training": config.model_dump(mode="json") | {"weighting": "equal"}},
+            normalisation=normalisation_stats, input_fingerprint=data, provenance=provenance,
+        )  # fmt: skip
+        baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
+        histories.append(pd.DataFrame(state.history))
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    return baselines, history

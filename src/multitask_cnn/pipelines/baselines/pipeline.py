@@ -1,0 +1,27 @@
+"""Wiring of the ``baselines`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import train_baselines
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                train_baselines,
+                inputs=[
+                    "model_input_train",
+                    "model_input_val",
+                    "normalisation_stats",
+                    "params:tasks",
+                    "params:model",
+                    "params:training",
+                    "previous_baselines",
+                    "provenance",
+                ],
+                outputs=["baseline_checkpoints", "baseline_history"],
+                name="train_baselines",
+            ),
+        ]  # fmt: skip
+    )

@@ -1,0 +1,79 @@
+"""Train one model from start to best epoch: the shared driver of the multi-task
+model and the single-task baselines, so that every model in a comparison gets the
+same budget (epochs, optimizer, batch, early stopping, seeds)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from multitask_cnn.models import MultiTaskModel, count_parameters
+from multitask_cnn.seeds import torch_seed
+from multitask_cnn.tasks import TaskSpec, kinds_of
+
+from .loop import EpochCallback, fit
+from .optimizers import build_optimizer
+from .sources import InMemorySource, Split
+from .state import TrainState
+from .strategies import get_weighting
+
+__all__ = ["Budget", "train_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every model of a comparison shares (``training.*`` parameters)."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    patience: int
+    min_delta: float
+    seed: int
+
+
+def train_model(
+    build: Callable[[], MultiTaskModel],
+    specs: Mapping[str, TaskSpec],
+    train: Split,
+    val: Split,
+    device: torch.device,
+    budget: Budget,
+    *,
+    weighting: str = "equal",
+    weighting_args: Mapping[str, Any] | None = None,
+    prefix: str = "",
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainState:
+    """Build the model (``build``, under the seed's ``model_init`` stream) on ``device``,
+    then its strategy and optimizer, and train it; the returned state's model holds the
+    best epoch's weights."""
+    torch.manual_seed(torch_seed(budget.seed, "model_init"))
+    network = build().to(device)
+    strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
+    optimizer = build_optimizer(budget.optimizer, [*network.parameters(), *strategy.parameters()],
+                                lr=budget.lr, weight_decay=budget.weight_decay,
+                                momentum=budget.momentum)  # fmt: skip
+    torch.manual_seed(torch_seed(budget.seed, "dropout"))  # dropout, random weights
+    logger.info(
+        "%sTraining %d parameters (%d shared stages) on %s: %d train / %d val samples",
+        prefix, count_parameters(network), network.shared_stages, device, len(train), len(val),
+    )  # fmt: skip
+    return fit(
+        TrainState(network, optimizer, strategy),
+        InMemorySource(train, budget.batch_size, seed=torch_seed(budget.seed, "data_order")),
+        InMemorySource(val, budget.eval_batch_size),
+        kinds_of(specs), device,
+        epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
+        prefix=prefix, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
