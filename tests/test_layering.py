@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "multitask_cnn"
-LIBRARY = ["tasks.py", "registry.py", "seeds.py", "data", "models", "training"]
+LIBRARY = [
+    "tasks.py",
+    "registry.py",
+    "seeds.py",
+    "data",
+    "models",
+    "training",
+    "evaluation",
+]
 FORBIDDEN = (
     "multitask_cnn.config", "multitask_cnn.pipelines", "multitask_cnn.hooks",
     "multitask_cnn.settings", "multitask_cnn.io", "multitask_cnn.provenance",

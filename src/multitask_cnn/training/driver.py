@@ -66,8 +66,9 @@ def train_model(
                                 momentum=budget.momentum)  # fmt: skip
     torch.manual_seed(torch_seed(budget.seed, "dropout"))  # dropout, random weights
     logger.info(
-        "%sTraining %d parameters (%d shared stages) on %s: %d train / %d val samples",
-        prefix, count_parameters(network), network.shared_stages, device, len(train), len(val),
+        "Training %s%d parameters (%d shared stages) on %s: %d train / %d val samples",
+        f"{prefix.rstrip('.')}: " if prefix else "", count_parameters(network),
+        network.shared_stages, device, len(train), len(val),
     )  # fmt: skip
     return fit(
         TrainState(network, optimizer, strategy),

@@ -1,0 +1,184 @@
+"""The sharing study: single-task models, every share depth, every strategy, seeds.
+
+One stated budget for every row (same data subset, epochs, optimizer, batch, early
+stopping); per row: test accuracy per task, Δm against the single-task models of the
+same seed, seconds per training epoch and parameters (and their ratio to the
+single-task models together). Prints a Markdown table and writes the rows as JSON.
+
+    KEDRO_DISABLE_TELEMETRY=1 .venv/bin/python bench/sharing_study.py \\
+        --n-train 30000 --epochs 8 --out data/08_reporting/sharing_study.json
+
+Rows: the single-task models; `equal` at every partial share depth; every strategy
+at full sharing (`equal` there is the project's default); seeds 0..N-1 for the single-task
+models and the `--seeded` strategies (mean ± std).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from multitask_cnn.config import parse_tasks
+from multitask_cnn.data.fashion_mnist import (
+    DEBIAN_DIR,
+    find_fashion_mnist,
+    read_fashion_mnist,
+)
+from multitask_cnn.evaluation import delta_m
+from multitask_cnn.models import build_model, count_parameters, get_backbone
+from multitask_cnn.pipelines.data_prep.nodes import (
+    build_model_input,
+    compose_splits,
+    compute_normalisation,
+)
+from multitask_cnn.training import (
+    WEIGHTINGS,
+    Budget,
+    InMemorySource,
+    Split,
+    predict,
+    resolve_device,
+    train_model,
+)
+
+TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
+                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
+
+
+def test_metrics(model, test: Split, specs, device) -> dict[str, dict[str, float]]:
+    outputs = predict(model, InMemorySource(test, 1024), device)
+    metrics = {}
+    for task, spec in specs.items():
+        y_true, y_pred = (
+            test.labels[task].numpy(),
+            spec.task_kind.predict(outputs[task]).numpy(),
+        )
+        metrics[task] = spec.task_kind.metrics(y_true, y_pred, spec)
+    return metrics
+
+
+def run(name, specs, build, splits, device, budget, weighting="equal") -> dict:
+    train, val, test = splits
+    tick = time.perf_counter()
+    state = train_model(build, specs, train, val, device, budget, weighting=weighting)
+    seconds = [h["epoch_seconds"] for h in state.history]
+    return {
+        "name": name, "weighting": weighting, "seed": budget.seed,
+        "metrics": test_metrics(state.model, test, specs, device),
+        "parameters": count_parameters(state.model),
+        "seconds_per_epoch": statistics.mean(seconds), "epochs_run": len(seconds),
+        "wall_seconds": time.perf_counter() - tick,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default="lenet")
+    parser.add_argument(
+        "--n-train", type=int, default=30000, help="composites, val included"
+    )
+    parser.add_argument("--n-test", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeded", default="equal,uncertainty,pcgrad,upgrad")
+    parser.add_argument("--strategies", default=",".join(WEIGHTINGS.names()))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/08_reporting/sharing_study.json")
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    data = read_fashion_mnist(
+        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
+    )
+    raw = compose_splits(data, {"n_train": args.n_train, "n_test": args.n_test})
+    inputs = build_model_input(raw, compute_normalisation(raw))
+    label_of = {t: t for t in TASKS}
+    splits = [Split.from_model_input(m, label_of) for m in inputs]
+    device = resolve_device(args.device)
+    depth = len(get_backbone(args.backbone).stage_names)
+    seeded = args.seeded.split(",")
+
+    def budget(seed: int) -> Budget:
+        return Budget(epochs=args.epochs, batch_size=256, eval_batch_size=1024,
+                      optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.9,
+                      patience=3, min_delta=0.0, seed=seed)  # fmt: skip
+
+    plan = []  # (name, specs, shared_stages, weighting, seed)
+    for seed in range(args.seeds):
+        plan += [
+            (f"single-task {t}", {t: TASKS[t]}, None, "equal", seed) for t in TASKS
+        ]
+    plan += [(f"equal, shared_stages={k}", TASKS, k, "equal", 0) for k in range(depth)]
+    plan += [(w, TASKS, None, w, 0) for w in args.strategies.split(",")]  # full sharing
+    plan += [(w, TASKS, None, w, s) for w in seeded for s in range(1, args.seeds)]
+    rows = []
+    started = time.perf_counter()
+    for i, (name, specs, shared, weighting, seed) in enumerate(plan, start=1):
+
+        def build(specs=specs, shared=shared):
+            return build_model(specs, args.backbone, shared_stages=shared)
+
+        row = run(name, specs, build, splits, device, budget(seed), weighting)
+        rows.append(row)
+        print(f"[{i}/{len(plan)}, {time.perf_counter() - started:.0f} s] {name} seed {seed}: "
+              f"{ {t: round(m['accuracy'], 4) for t, m in row['metrics'].items()} }", flush=True)  # fmt: skip
+
+    single = {(r["seed"], t): r for r in rows if r["name"].startswith("single-task")
+              for t in r["metrics"]}  # fmt: skip
+    stl_params = sum(single[0, t]["parameters"] for t in TASKS)
+    for row in rows:
+        if row["name"].startswith("single-task"):
+            continue
+        baseline = {t: single[row["seed"], t]["metrics"][t] for t in TASKS}
+        row["delta_m"], _ = delta_m(row["metrics"], baseline, {})
+        row["param_ratio"] = row["parameters"] / stl_params
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                    "device": str(device), "threads": torch.get_num_threads(),
+                                    "rows": rows}, indent=2))  # fmt: skip
+    print_table(rows, args, device)
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return (
+        f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    )
+
+
+def print_table(rows: list[dict], args, device) -> None:
+    print(f"\nbackbone={args.backbone} n_train={args.n_train} (val 10%) n_test={args.n_test} "
+          f"epochs={args.epochs} (patience 3) batch=256 adam lr=1e-3 device={device} "
+          f"threads={torch.get_num_threads()}\n")  # fmt: skip
+    print(
+        "| model | seeds | test acc. left | test acc. right | Δm (%) | s / epoch | parameters (× single-task) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["name"], []).append(row)
+    for name, group in groups.items():
+        acc = {
+            t: [r["metrics"][t]["accuracy"] for r in group if t in r["metrics"]]
+            for t in TASKS
+        }
+        delta = [r["delta_m"] for r in group if "delta_m" in r]
+        ratio = group[0].get("param_ratio")
+        print(f"| {name} | {len(group)} | {_fmt(acc['left'], 4) if acc['left'] else '–'} "
+              f"| {_fmt(acc['right'], 4) if acc['right'] else '–'} "
+              f"| {_fmt(delta, 2) if delta else '–'} "
+              f"| {_fmt([r['seconds_per_epoch'] for r in group], 1)} "
+              f"| {group[0]['parameters']:,}" + (f" ({ratio:.2f}×)" if ratio else "") + " |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
