@@ -153,7 +153,7 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "upgrad"])
 def test_a_loss_level_and_a_torchjd_strategy_through_kedro(project_copy, weighting):
-    _run(project_copy, training={"weighting": weighting})
+    _run(project_copy, training={"weighting": weighting, "grad_cos_rows": 128})
     client = _client(project_copy)
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -166,6 +166,8 @@ def test_a_loss_level_and_a_torchjd_strategy_through_kedro(project_copy, weighti
         )  # adapted, not fixed
     assert run.data.metrics["test.left.accuracy"] > 0.2
     assert "delta_m" in run.data.metrics and "stl.right.accuracy" in run.data.metrics
+    cosines = client.get_metric_history(run.info.run_id, "grad_cos.left.right")
+    assert [m.step for m in cosines] == [1, 2] and all(-1 <= m.value <= 1 for m in cosines)
     state = torch.load(
         project_copy / "data/smoke/06_models/train_state.pt", weights_only=True
     )

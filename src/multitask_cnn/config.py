@@ -170,6 +170,9 @@ class TrainingConfig(_Strict):
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     log_every_epoch: bool = True  # live per-epoch metrics to MLflow
+    # validation rows on which each epoch records the cosines between the tasks'
+    # gradients on the shared parameters (grad_cos.<a>.<b>); 0 = off
+    grad_cos_rows: NonNegativeInt = 0
 
     def budget(self) -> Budget:
         """What the multi-task model and its single-task baselines share."""

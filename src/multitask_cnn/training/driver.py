@@ -17,7 +17,7 @@ from multitask_cnn.tasks import TaskSpec, kinds_of
 
 from .loop import EpochCallback, fit
 from .optimizers import build_optimizer
-from .sources import InMemorySource, Split
+from .sources import Batch, InMemorySource, Split
 from .state import TrainState
 from .strategies import get_weighting
 
@@ -54,10 +54,12 @@ def train_model(
     weighting_args: Mapping[str, Any] | None = None,
     prefix: str = "",
     on_epoch_end: EpochCallback | None = None,
+    probe_rows: int = 0,
 ) -> TrainState:
     """Build the model (``build``, under the seed's ``model_init`` stream) on ``device``,
     then its strategy and optimizer, and train it; the returned state's model holds the
-    best epoch's weights."""
+    best epoch's weights. ``probe_rows`` > 0 records, each epoch, the cosines between
+    the tasks' gradients on the first ``probe_rows`` validation rows."""
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
     network = build().to(device)
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
@@ -77,4 +79,10 @@ def train_model(
         kinds_of(specs), device,
         epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
         prefix=prefix, on_epoch_end=on_epoch_end,
+        probe=_probe(val, probe_rows) if probe_rows else None,
     )  # fmt: skip
+
+
+def _probe(val: Split, rows: int) -> Batch:
+    """A fixed batch: the first ``rows`` validation rows."""
+    return Batch(val.images[:rows], {t: y[:rows] for t, y in val.labels.items()})

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from multitask_cnn.models import MultiTaskModel
 from multitask_cnn.tasks import TaskKind
 
-from .sources import BatchSource
+from .diagnostics import gradient_cosines
+from .sources import Batch, BatchSource
 from .state import TrainState
 from .strategies import Step, Strategy
 
@@ -261,13 +262,15 @@ def fit(
     min_delta: float = 0.0,
     prefix: str = "",
     on_epoch_end: EpochCallback | None = None,
+    probe: Batch | None = None,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
     ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
     than ``min_delta``. Returns ``state`` with the model holding the best weights.
 
-    Metric names take ``prefix`` (``"baseline.left."``), so several models can train
-    in one MLflow run.
+    Metric names take ``prefix`` (``"stl.left."``), so several models can train in one
+    MLflow run. With a ``probe`` batch, each epoch also records the cosines between the
+    tasks' gradients on the shared parameters (``grad_cos.<a>.<b>``).
     """
     model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
@@ -287,6 +290,9 @@ def fit(
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
         record |= {f"{prefix}{k}": v for k, v in weights.items()}
         record[f"{prefix}epoch_seconds"] = time.perf_counter() - tick
+        if probe is not None:
+            cosines = gradient_cosines(model, probe, kinds, device)
+            record |= {f"{prefix}{k}": v for k, v in cosines.items()}
         strategy.on_epoch_end(epoch)
         state.end_epoch(record, val_metrics["loss"], min_delta, patience, train)
         logger.info(

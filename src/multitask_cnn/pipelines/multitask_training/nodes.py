@@ -53,6 +53,7 @@ def train_multitask_model(
         specs, train, val, resolve_device(config.device), config.budget(),
         weighting=config.weighting, weighting_args=config.weighting_args,
         on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
+        probe_rows=config.grad_cos_rows,
     )  # fmt: skip
     checkpoint = build_checkpoint(
         state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
