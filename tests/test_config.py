@@ -61,8 +61,10 @@ def test_defaults_are_valid():
         ({"tasks": {"left-item": {"kind": "multiclass", "num_classes": 10, "label": "left"}}},
          "task name 'left-item' is not an identifier"),
         ({"tasks": TASKS, "training": {"weighting": "pcgrad"}, "model": {"shared_stages": 0}},
-         "training.weighting='pcgrad' aggregates the task gradients on the shared parameters, "
+         "training.weighting='pcgrad' works on the shared parameters' gradients, "
          "but model.shared_stages=0 shares none"),
+        ({"tasks": TASKS, "training": {"weighting": "gradnorm"}, "model": {"shared_stages": 0}},
+         "training.weighting='gradnorm' works on the shared parameters' gradients"),
         ({"tasks": TASKS, "training": {"weighting": "cagrad", "weighting_args": {"alpha": 1}}},
          "training.weighting_args for 'cagrad'"),
         ({"tasks": TASKS, "training": {"optimizer": "lbfgs"}},

@@ -241,12 +241,11 @@ class ProjectParameters(_Strict):
             strategy = get_weighting(name, self.tasks, **options)
         except (TypeError, ValueError) as error:
             raise ValueError(str(error)) from None
-        if strategy.level == "gradient" and self.model.shared_stages == 0:
+        if strategy.needs_shared and self.model.shared_stages == 0:
             raise ValueError(
-                f"training.weighting={name!r} aggregates the task gradients on the shared "
-                "parameters, but model.shared_stages=0 shares none; share at least one "
-                "stage or use a loss-level weighting (equal, static, uncertainty, dwa, "
-                "famo, gradnorm, rlw)"
+                f"training.weighting={name!r} works on the shared parameters' gradients, "
+                "but model.shared_stages=0 shares none; share at least one stage or use "
+                "equal, static, uncertainty, dwa, famo or rlw"
             )
         return self
 

@@ -196,6 +196,13 @@ class CheckpointTagsHook:
         if (
             dataset_name == "baseline_checkpoints"
         ):  # which baselines Δm compares against
+            for task, checkpoint in data.items():
+                config = checkpoint.get("config", {})
+                differs = _baseline_differences(task, config, self._effective)
+                if differs:  # reused by --only-missing-outputs after a change
+                    mlflow.set_tag(f"stl.{task}.config_differs", ",".join(differs))
+                    logger.warning("The %r baseline was trained with other parameters: %s",
+                                   task, ", ".join(differs))  # fmt: skip
             mlflow.set_tags({
                 f"stl.{task}.{key}": str(value)
                 for task, checkpoint in data.items()
@@ -222,6 +229,31 @@ class CheckpointTagsHook:
                 "(its own values are in the run %s)",
                 ", ".join(differs), provenance.get("mlflow.run_id"),
             )  # fmt: skip
+
+
+# what a baseline depends on (not the multi-task model's share depth or strategy)
+_BASELINE_TRAINING = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
+                      "seed", "early_stopping")  # fmt: skip
+
+
+def _baseline_differences(
+    task: str, trained: dict[str, Any], effective: dict[str, Any]
+) -> list[str]:
+    """Keys a single-task baseline depends on whose value differs now."""
+
+    def relevant(config: dict[str, Any]) -> dict[str, Any]:
+        model = {
+            k: v for k, v in config.get("model", {}).items() if k != "shared_stages"
+        }
+        training = {
+            k: v
+            for k, v in config.get("training", {}).items()
+            if k in _BASELINE_TRAINING
+        }
+        return {"tasks": {task: config.get("tasks", {}).get(task)}, "model": model,
+                "training": training}  # fmt: skip
+
+    return _config_differences(relevant(trained), relevant(effective))
 
 
 def _config_differences(

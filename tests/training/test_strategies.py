@@ -99,12 +99,27 @@ def _task_gradients():
             for loss in losses]  # fmt: skip
 
 
-def test_gradient_strategies_put_an_aggregated_gradient_on_the_shared_layer_only():
-    shared, features, losses = _two_task_net()
-    strategy = get_weighting("upgrad", TASKS)
-    weights = strategy.backward(_step(losses, features, shared.parameters()))
+def test_gradient_strategies_aggregate_shared_gradients_and_leave_heads_their_own():
+    torch.manual_seed(0)
+    shared, heads = nn.Linear(4, 3), (nn.Linear(3, 1), nn.Linear(3, 1))
+    x = torch.randn(16, 4)
+    features = shared(x)
+    losses = [
+        ((h(features).squeeze(1) - t) ** 2).mean()
+        for h, t in zip(heads, (1.0, -1.0), strict=True)
+    ]
+    own = [torch.autograd.grad(loss, list(h.parameters()), retain_graph=True)
+           for loss, h in zip(losses, heads, strict=True)]  # fmt: skip
+    weights = get_weighting("upgrad", TASKS).backward(
+        _step(losses, features, shared.parameters())
+    )
     assert weights.shape == (2,) and (weights > 0).all()
     assert all(p.grad is not None for p in shared.parameters())
+    for head, grads in zip(
+        heads, own, strict=True
+    ):  # each head: its own task's plain gradient
+        for p, g in zip(head.parameters(), grads, strict=True):
+            torch.testing.assert_close(p.grad, g)
 
 
 @pytest.mark.parametrize("name", ["upgrad", "pcgrad", "mgda", "dualproj"])
@@ -172,7 +187,56 @@ def test_every_strategy_trains_a_step_and_round_trips_its_state(name):
     assert all(p.grad is not None for p in model.heads.parameters())
     again = get_weighting(name, TASKS)
     again.load_state_dict(strategy.state_dict())
-    assert again.state_dict().keys() == strategy.state_dict().keys()
+    assert _flat(again.state_dict()) == _flat(strategy.state_dict())
+    features = model.shared_features(x)  # and it trains on after loading
+    outputs = model.task_outputs(features)
+    losses = {t: nn.functional.cross_entropy(outputs[t], y) for t in TASKS}
+    again.backward(Step(losses, features, shared, model.last_shared_layer()))
+
+
+def _flat(state, prefix=""):
+    """A state dict as {path: plain value}, tensors as lists (NaN-safe), for equality."""
+    if isinstance(state, dict):
+        return {
+            k: v
+            for key, value in state.items()
+            for k, v in _flat(value, f"{prefix}{key}.").items()
+        }
+    if isinstance(state, list | tuple):
+        return {
+            k: v
+            for i, value in enumerate(state)
+            for k, v in _flat(value, f"{prefix}{i}.").items()
+        }
+    if isinstance(state, torch.Tensor):
+        return {prefix: torch.nan_to_num(state.float(), nan=-7.0).tolist()}
+    return {prefix: state}
+
+
+@pytest.mark.parametrize(
+    "name", ["uncertainty", "dwa", "famo", "gradnorm", "rlw", "upgrad"]
+)
+def test_a_task_without_labels_in_the_batch_does_not_distort_the_weights(name):
+    shared, features, losses = _two_task_net()
+    strategy = get_weighting(name, TASKS)
+    strategy.backward(Step(dict(zip(TASKS, losses, strict=True)), features, list(shared.parameters()),
+                           list(shared.parameters())))  # fmt: skip
+    shared, features, losses = _two_task_net()
+    unlabelled = [
+        losses[0],
+        losses[1] * 0,
+    ]  # `right` has no labelled row: its loss is 0
+    counts = {"left": torch.tensor(16), "right": torch.tensor(0)}
+    weights = strategy.backward(Step(dict(zip(TASKS, unlabelled, strict=True)), features,
+                                     list(shared.parameters()), list(shared.parameters()), counts))  # fmt: skip
+    assert torch.isfinite(weights).all()
+    assert weights[0] > 0.1 * weights.abs().max()  # the labelled task is not starved
+
+
+def test_learnable_strategy_parameters_join_the_optimizer_but_famo_keeps_its_own():
+    assert len(get_weighting("uncertainty", TASKS).parameters()) == 1
+    assert len(get_weighting("gradnorm", TASKS).parameters()) == 1
+    assert get_weighting("famo", TASKS).parameters() == []  # its own Adam steps them
 
 
 def test_unknown_names_and_options_say_what_is_valid():

@@ -98,9 +98,11 @@ def build_checkpoint(
     normalisation: Mapping[str, Any],
     input_fingerprint: Mapping[str, str],
     provenance: Mapping[str, Any],
+    strategy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The self-describing checkpoint of ``model`` (its current weights: the best
-    epoch's after ``fit``); ``config`` holds the effective tasks, model and training."""
+    epoch's after ``fit``); ``config`` holds the effective tasks, model and training,
+    ``strategy`` the loss-balancing strategy's state (learned task weights, ...)."""
     return {
         "format_version": CHECKPOINT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -111,6 +113,7 @@ def build_checkpoint(
         "normalisation": dict(normalisation),
         "input_fingerprint": dict(input_fingerprint),
         "provenance": dict(provenance),
+        "strategy": dict(strategy or {}),
     }
 
 

@@ -75,11 +75,10 @@ class MultiTaskModel(nn.Module):
         return self.task_outputs(self.shared_features(x))
 
     def last_shared_layer(self) -> list[nn.Parameter]:
-        """The parameters of the last shared module that has its own (weight, bias)."""
+        """The parameters of the last shared convolution or linear layer."""
         for module in reversed(list(self.shared.modules())):
-            params = list(module.parameters(recurse=False))
-            if params:
-                return params
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                return list(module.parameters())
         return []
 
     def task_outputs(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:

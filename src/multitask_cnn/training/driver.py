@@ -63,9 +63,12 @@ def train_model(
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
     network = build().to(device)
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
-    optimizer = build_optimizer(budget.optimizer, [*network.parameters(), *strategy.parameters()],
-                                lr=budget.lr, weight_decay=budget.weight_decay,
-                                momentum=budget.momentum)  # fmt: skip
+    groups = [{"params": list(network.parameters())}]
+    if strategy.parameters():  # a strategy's own parameters take no weight decay
+        groups.append({"params": strategy.parameters(), "weight_decay": 0.0})
+    optimizer = build_optimizer(budget.optimizer, groups, lr=budget.lr,
+                                weight_decay=budget.weight_decay, momentum=budget.momentum)  # fmt: skip
+
     torch.manual_seed(torch_seed(budget.seed, "dropout"))  # dropout, random weights
     logger.info(
         "Training %s%d parameters (%d shared stages) on %s: %d train / %d val samples",

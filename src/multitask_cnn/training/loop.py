@@ -143,6 +143,19 @@ def _task_losses(
     }
 
 
+def _losses_again(
+    model: MultiTaskModel, kinds: Mapping[str, TaskKind], batch
+) -> dict[str, torch.Tensor]:
+    """The batch's task losses after the optimizer step (FAMO), in train mode as the
+    step's own losses were, with the batch-norm running statistics left as they were."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with torch.no_grad():
+        again = _task_losses(kinds, batch, model(batch.images))
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return {task: total / count.clamp(min=1) for task, (total, count) in again.items()}
+
+
 def train_one_epoch(
     model: MultiTaskModel,
     source: BatchSource,
@@ -188,19 +201,17 @@ def train_one_epoch(
         if step % check_every == 0:
             guard.check(n_steps)  # before the step: the weights stay finite
         optimizer.zero_grad(set_to_none=True)
-        weights = strategy.backward(Step(losses, features, shared_params, last_shared))
+        labelled = {task: count for task, (_, count) in terms.items()}
+        weights = strategy.backward(
+            Step(losses, features, shared_params, last_shared, labelled)
+        )
         optimizer.step()
         strategy.after_optimizer_step()
         if strategy.needs_losses_after_step:
-            with torch.no_grad():
-                again = _task_losses(kinds, batch, model(batch.images))
-            strategy.after_step({t: s / c.clamp(min=1) for t, (s, c) in again.items()})
-        for task, weight in zip(tasks, weights, strict=True):
-            sums.add(
-                f"weight.{task}",
-                weight,
-                torch.ones((), dtype=torch.int64, device=device),
-            )
+            strategy.after_step(_losses_again(model, kinds, batch))
+        one = torch.ones((), dtype=torch.int64, device=device)
+        for task, weight in zip(strategy.tasks, weights, strict=True):
+            sums.add(f"weight.{task}", weight, one)
     guard.check(n_steps)
     metrics = _summarise(sums, tasks, "train", epoch)
     return metrics

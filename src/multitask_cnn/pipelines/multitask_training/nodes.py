@@ -63,6 +63,7 @@ def train_multitask_model(
         input_fingerprint={"train": fingerprint(model_input_train),
                            "val": fingerprint(model_input_val)},
         provenance=provenance,
+        strategy=state.strategy.state_dict(),
     )  # fmt: skip
     return checkpoint, pd.DataFrame(state.history), state.state_dict()
 

@@ -44,6 +44,7 @@ class AggregatorStrategy(Strategy):
     """Back-propagates with TorchJD and aggregates the shared parameters' Jacobian."""
 
     level = "gradient"
+    needs_shared = True
     make: Callable[..., aggregation.Aggregator]
 
     def __init__(self, tasks: Mapping[str, TaskSpec], **options: Any) -> None:
@@ -66,6 +67,8 @@ class AggregatorStrategy(Strategy):
         return weights.detach()
 
     def state_dict(self) -> dict[str, Any]:
+        # Nash-MTL, GradVac and ExcessMTL keep state between steps inside TorchJD
+        # (no public way to save it): after a resume they start it afresh.
         return {}
 
 

@@ -36,22 +36,30 @@ class Step:
     features: torch.Tensor  # the shared trunk's output, inside the graph
     shared_params: list[nn.Parameter]  # parameters every task's loss depends on
     last_shared: list[nn.Parameter]  # the last shared layer's (GradNorm measures there)
+    labelled: dict[str, torch.Tensor] | None = (
+        None  # task -> labelled rows in the batch
+    )
 
 
 class Strategy:
     """Base class of the loss-balancing strategies."""
 
     level: ClassVar[str] = "loss"  # "loss" or "gradient"
+    needs_shared: ClassVar[bool] = (
+        False  # needs shared parameters (model.shared_stages >= 1)
+    )
     needs_losses_after_step: ClassVar[bool] = False  # FAMO: losses again after the step
 
     def __init__(self, tasks: Mapping[str, TaskSpec]) -> None:
         self.tasks = list(tasks)
+        self.device = torch.device("cpu")
 
     def parameters(self) -> list[nn.Parameter]:
         """Learnable parameters the optimizer should update (none by default)."""
         return []
 
     def to(self, device: torch.device) -> Strategy:
+        self.device = torch.device(device)
         return self
 
     def backward(self, step: Step) -> torch.Tensor:
@@ -82,13 +90,29 @@ class Strategy:
 
 class LossStrategy(Strategy):
     """A loss-level method: :meth:`objective` turns the task losses ``(T,)`` into the
-    scalar to back-propagate; the weights are its derivative by each loss."""
+    scalar to back-propagate; the weights are its derivative by each loss.
+
+    A task without a labelled row in the batch has no loss there; the objective sees
+    that task's last labelled loss as a constant instead (no gradient, and no 0 that
+    would distort an adaptive method's state: UW's variances, DWA's averages, FAMO's
+    normaliser)."""
 
     def objective(self, values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _fill_unlabelled(self, values: torch.Tensor, step: Step) -> torch.Tensor:
+        last = getattr(self, "_last_values", None)
+        if last is None:
+            last = torch.ones_like(values.detach())
+        if step.labelled is None:
+            self._last_values = values.detach()
+            return values
+        labelled = torch.stack([step.labelled[t] > 0 for t in self.tasks])
+        self._last_values = torch.where(labelled, values.detach(), last)
+        return torch.where(labelled, values, last)
+
     def backward(self, step: Step) -> torch.Tensor:
-        values = self._stack(step.losses)
+        values = self._fill_unlabelled(self._stack(step.losses), step)
         objective = self.objective(values)
         (weights,) = torch.autograd.grad(objective, values, retain_graph=True)
         objective.backward()

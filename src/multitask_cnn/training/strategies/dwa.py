@@ -30,10 +30,13 @@ class DynamicWeightAverage(ScalarizerStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         dwa = self.scalarizer
+        loss_sum = None if dwa._loss_sum is None else dwa._loss_sum.cpu()
         return {"previous_averages": [a.cpu() for a in dwa._previous_averages],
-                "loss_sum": dwa._loss_sum, "n_batches": dwa._n_batches}  # fmt: skip
+                "loss_sum": loss_sum, "n_batches": dwa._n_batches}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         dwa = self.scalarizer
-        dwa._previous_averages = list(state["previous_averages"])
-        dwa._loss_sum, dwa._n_batches = state["loss_sum"], state["n_batches"]
+        dwa._previous_averages = [a.to(self.device) for a in state["previous_averages"]]
+        loss_sum = state["loss_sum"]
+        dwa._loss_sum = None if loss_sum is None else loss_sum.to(self.device)
+        dwa._n_batches = state["n_batches"]

@@ -26,6 +26,7 @@ class ScalarizerStrategy(LossStrategy):
         return list(self.scalarizer.parameters()) if self.learnable else []
 
     def to(self, device: torch.device) -> ScalarizerStrategy:
+        super().to(device)
         self.scalarizer.to(device)
         return self
 
