@@ -26,6 +26,7 @@ logged; GradDrop and ConFIG combine gradients without task weights, so they log 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,7 +60,11 @@ class AggregatorStrategy(Strategy):
             )
         mtl_backward([step.losses[t] for t in self.tasks], features=step.features,
                      shared_params=step.shared_params)  # fmt: skip
-        weights = jac_to_grad(step.shared_params, self.aggregator)
+        with (
+            warnings.catch_warnings()
+        ):  # cvxpy (Nash-MTL): a solver-speed note, every step
+            warnings.filterwarnings("ignore", "You are solving a parameterized problem")
+            weights = jac_to_grad(step.shared_params, self.aggregator)
         if weights is None:  # GradDrop, ConFIG: no task weights
             return torch.full(
                 (len(self.tasks),), float("nan"), device=step.features.device
