@@ -124,6 +124,7 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
         m.step for m in client.get_metric_history(run.info.run_id, "stl.left.val.loss")
     ] == [1, 2]
     assert run.data.tags["stl.left.run_id"] == run.info.run_id
+    assert run.data.metrics["stl.left.parameters"] == 30890 + 510  # LeNet + one head
     assert run.data.tags["stl.left.reused"] == "False"
     tags = run.data.tags  # what a teammate needs to repeat the run
     assert tags["kedro.env"] == "smoke"

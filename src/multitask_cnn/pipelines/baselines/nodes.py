@@ -91,3 +91,16 @@ def train_baselines(
         histories.append(pd.DataFrame(state.history))
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return baselines, history
+
+
+def summarise_baselines(
+    baseline_checkpoints: dict[str, Any],
+) -> dict[str, dict[str, float]]:
+    """``stl.<task>.best_epoch`` and ``stl.<task>.parameters`` for MLflow (a node of
+    its own, so a rerun that reuses the baselines still logs them, and records which
+    baselines it used)."""
+    summary = {}
+    for task, checkpoint in baseline_checkpoints.items():
+        summary[f"stl.{task}.best_epoch"] = checkpoint["epoch"]
+        summary[f"stl.{task}.parameters"] = checkpoint["n_parameters"]
+    return {name: {"value": float(value), "step": 0} for name, value in summary.items()}

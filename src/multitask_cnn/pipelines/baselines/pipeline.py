@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_baselines
+from .nodes import summarise_baselines, train_baselines
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -22,6 +22,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["baseline_checkpoints", "baseline_history"],
                 name="train_baselines",
+            ),
+            Node(
+                summarise_baselines,
+                "baseline_checkpoints",
+                "baseline_training_metrics",
+                name="summarise_baselines",
             ),
         ]  # fmt: skip
     )
