@@ -262,6 +262,18 @@ def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_chan
     for key, value in first["left"]["model"].items():
         assert torch.equal(value, second["left"]["model"][key])
 
+    # other `left` labels retrain the `left` baseline only
+    train = catalog.load("model_input_train")
+    labels = dict(train["labels"], left=train["labels"]["left"].clone())
+    labels["left"][:10] = -1
+    catalog["model_input_train"] = MemoryDataset(
+        {"images": train["images"], "labels": labels}
+    )
+    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    relabelled = catalog.load("baseline_checkpoints")
+    assert not relabelled["left"]["reused"] and relabelled["right"]["reused"]
+    catalog["model_input_train"] = MemoryDataset(train)
+
     # a changed budget retrains
     catalog["params:training"] = MemoryDataset(TRAINING | {"epochs": 1})
     SequentialRunner().run(baselines.create_pipeline(), catalog)

@@ -24,13 +24,23 @@ from multitask_cnn.training import Split, resolve_device, train_model
 logger = logging.getLogger(__name__)
 
 
+BASELINE_VERSION = 1  # bump when a change to training should retrain every baseline
+_NOT_IN_KEY = {
+    "loss_weight",
+    "class_names",
+    "eval_batch_size",
+}  # no effect on a baseline
+
+
 def _baseline_key(
     task_spec: dict, model: dict, budget: dict, data: dict[str, str]
 ) -> str:
-    """What a baseline depends on: its data, task, backbone, budget and seed."""
-    return fingerprint(
-        {"task": task_spec, "model": model, "budget": budget, "data": data}
-    )
+    """What a baseline depends on: its images and labels, task, backbone, budget, seed."""
+    return fingerprint({
+        "version": BASELINE_VERSION, "model": model, "data": data,
+        "task": {k: v for k, v in task_spec.items() if k not in _NOT_IN_KEY},
+        "budget": {k: v for k, v in budget.items() if k not in _NOT_IN_KEY},
+    })  # fmt: skip
 
 
 def train_baselines(
@@ -60,12 +70,19 @@ def train_baselines(
         "train": fingerprint(model_input_train),
         "val": fingerprint(model_input_val),
     }
+    inputs = {"train": model_input_train, "val": model_input_val}
+    images = {
+        split: fingerprint({"images": m["images"]}) for split, m in inputs.items()
+    }
     previous = previous_baselines or {}
     device = resolve_device(config.device)
     baselines, histories = {}, []
     for task, spec in specs.items():
         task_spec = effective_tasks({task: spec})
-        key = _baseline_key(task_spec[task], effective_model, vars(budget), data)
+        label = spec.label_name(task)
+        task_data = {split: fingerprint({"images": images[split], "labels": m["labels"][label]})
+                     for split, m in inputs.items()}  # fmt: skip
+        key = _baseline_key(task_spec[task], effective_model, vars(budget), task_data)
         if previous.get(task, {}).get("baseline_key") == key:
             logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
                         task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
