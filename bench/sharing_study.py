@@ -23,20 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+from _multifashion import multifashion_splits
 
 from multitask_cnn.config import parse_tasks
-from multitask_cnn.data.fashion_mnist import (
-    DEBIAN_DIR,
-    find_fashion_mnist,
-    read_fashion_mnist,
-)
 from multitask_cnn.evaluation import delta_m
 from multitask_cnn.models import build_model, count_parameters, get_backbone
-from multitask_cnn.pipelines.data_prep.nodes import (
-    build_model_input,
-    compose_splits,
-    compute_normalisation,
-)
 from multitask_cnn.training import (
     WEIGHTINGS,
     Budget,
@@ -95,13 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    data = read_fashion_mnist(
-        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
+    splits = multifashion_splits(
+        {"n_train": args.n_train, "n_test": args.n_test}, TASKS
     )
-    raw = compose_splits(data, {"n_train": args.n_train, "n_test": args.n_test})
-    inputs = build_model_input(raw, compute_normalisation(raw))
-    label_of = {t: t for t in TASKS}
-    splits = [Split.from_model_input(m, label_of) for m in inputs]
     device = resolve_device(args.device)
     depth = len(get_backbone(args.backbone).stage_names)
     seeded = args.seeded.split(",")

@@ -17,23 +17,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _multifashion import multifashion_splits
 
 from multitask_cnn.config import parse_tasks
-from multitask_cnn.data.fashion_mnist import (
-    DEBIAN_DIR,
-    find_fashion_mnist,
-    read_fashion_mnist,
-)
 from multitask_cnn.models import build_model
-from multitask_cnn.pipelines.data_prep.nodes import (
-    build_model_input,
-    compose_splits,
-    compute_normalisation,
-)
 from multitask_cnn.tasks import kinds_of
 from multitask_cnn.training import (
     InMemorySource,
-    Split,
     get_weighting,
     resolve_device,
     train_one_epoch,
@@ -68,14 +58,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    data = read_fashion_mnist(
-        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
-    )
-    splits = compose_splits(
-        data, {"n_train": args.n_train, "n_test": 100, "val_fraction": 0.01}
-    )
-    train, _, _ = build_model_input(splits, compute_normalisation(splits))
-    split = Split.from_model_input(train, {"left": "left", "right": "right"})
+    data_prep = {"n_train": args.n_train, "n_test": 100, "val_fraction": 0.01}
+    split, _, _ = multifashion_splits(data_prep, TASKS)
     device = resolve_device(args.device)
     kinds = kinds_of(TASKS)
 

@@ -21,7 +21,7 @@ from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
-from multitask_cnn.config import ConfigError, effective_parameters, validate_parameters
+from multitask_cnn.config import ConfigError, validate_parameters
 from multitask_cnn.provenance import git_state
 from multitask_cnn.training import resolve_device
 
@@ -60,9 +60,13 @@ class ValidateParametersHook:
     with a message naming the key and its file, instead of minutes later.
     """
 
+    def __init__(self) -> None:
+        self._effective: dict[str, Any] = {}
+
     @hook_impl
     def after_context_created(self, context) -> None:
         params = validate_parameters(context.params)
+        self._effective = params.effective()
         for key, device in (("training.device", params.training.device),
                             ("evaluation.device", params.evaluation.device)):  # fmt: skip
             try:
@@ -74,10 +78,8 @@ class ValidateParametersHook:
         logger.info("Parameters validated (env %r)", context.env)
 
     @hook_impl
-    def after_catalog_created(self, catalog, parameters: dict[str, Any]) -> None:
-        # `parameters` maps catalog names ("params:training", ...) to values; the
-        # whole tree is under "parameters".
-        effective = effective_parameters(parameters["parameters"])
+    def after_catalog_created(self, catalog) -> None:
+        effective = self._effective  # validated once, in after_context_created
         for name in [n for n in catalog.keys() if n.startswith(PARAMS_PREFIX)]:  # noqa: SIM118
             found, value = _lookup(effective, name.removeprefix(PARAMS_PREFIX))
             if found:
@@ -186,8 +188,9 @@ class CheckpointTagsHook:
         self._effective: dict[str, Any] = {}
 
     @hook_impl
-    def after_context_created(self, context) -> None:
-        self._effective = effective_parameters(context.params)
+    def before_pipeline_run(self, catalog) -> None:
+        # the effective parameters ValidateParametersHook put into the catalog
+        self._effective = catalog.load("parameters")
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:

@@ -22,3 +22,21 @@ def log_epoch_metrics(epoch: int, record: Mapping[str, float]) -> None:
         if key != "epoch" and isinstance(value, int | float) and math.isfinite(value)
     }
     mlflow.log_metrics(metrics, step=epoch)
+
+
+def final_metrics(values: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """``{name: value}`` in the form kedro-mlflow's ``MlflowMetricsHistoryDataset``
+    saves: one value at step 0 per metric."""
+    return {name: {"value": float(value), "step": 0} for name, value in values.items()}
+
+
+def task_metric_names(
+    prefix: str, per_task: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """``{task: {metric: v}}`` -> ``{"<prefix>.<task>.<metric>": v}``, counts (``n``) left out."""
+    return {
+        f"{prefix}.{task}.{name}": value
+        for task, values in per_task.items()
+        for name, value in values.items()
+        if name != "n"
+    }

@@ -51,6 +51,12 @@ class NonFiniteLossError(FloatingPointError):
     """A task's loss became NaN or infinite; the message names task, epoch and step."""
 
 
+_NON_FINITE_HINT = (
+    "Nothing was saved from this training. Check that task's inputs and labels, "
+    "or lower training.lr."
+)
+
+
 class _Sums:
     """Running (sum, count) pairs on the device, read once with :meth:`read`.
 
@@ -97,8 +103,7 @@ def _summarise(
             at = f"epoch {epoch}, " if epoch is not None else ""
             raise NonFiniteLossError(
                 f"task {task!r}: the {where} loss is not finite ({at}{where} pass). "
-                "Nothing was saved from this training. Check that task's inputs and "
-                "labels, or lower training.lr."
+                + _NON_FINITE_HINT
             )
     return {"loss": float(sum(means[f"{t}.loss"] for t in labelled))} | means
 
@@ -129,8 +134,7 @@ class _FiniteGuard:
             where = f"epoch {self.epoch}, " if self.epoch is not None else ""
             raise NonFiniteLossError(
                 f"task {task!r}: the loss is not finite at {where}step {step} of {n_steps}. "
-                "Nothing was saved from this training. Check that task's inputs and "
-                "labels, or lower training.lr."
+                + _NON_FINITE_HINT
             )
 
 

@@ -18,7 +18,7 @@ from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import check_labels
-from multitask_cnn.tracking import log_epoch_metrics
+from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import Split, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ def train_baselines(
     config = parse(TrainingConfig, training, "training")
     effective_model = model_config.effective() | {"shared_stages": None}
     budget = config.budget()
-    data = {
-        "train": fingerprint(model_input_train),
-        "val": fingerprint(model_input_val),
-    }
     inputs = {"train": model_input_train, "val": model_input_val}
     images = {
         split: fingerprint({"images": m["images"]}) for split, m in inputs.items()
@@ -79,7 +75,9 @@ def train_baselines(
     baselines, histories = {}, []
     for task, spec in specs.items():
         task_spec = effective_tasks({task: spec})
-        label = spec.label_name(task)
+        label = spec.label_name(
+            task
+        )  # the data of this baseline: images and its labels
         task_data = {split: fingerprint({"images": images[split], "labels": m["labels"][label]})
                      for split, m in inputs.items()}  # fmt: skip
         key = _baseline_key(task_spec[task], effective_model, vars(budget), task_data)
@@ -88,7 +86,7 @@ def train_baselines(
                         task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
             baselines[task] = previous[task] | {"reused": True}
             continue
-        label_of = {task: spec.label_name(task)}
+        label_of = {task: label}
         train = Split.from_model_input(model_input_train, label_of)
         val = Split.from_model_input(model_input_val, label_of)
         check_labels({task: spec}, train.labels, "train")
@@ -102,7 +100,7 @@ def train_baselines(
             state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
             config={"tasks": task_spec, "model": effective_model,
                     "training": config.model_dump(mode="json") | {"weighting": "equal"}},
-            normalisation=normalisation_stats, input_fingerprint=data, provenance=provenance,
+            normalisation=normalisation_stats, input_fingerprint=task_data, provenance=provenance,
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
         histories.append(pd.DataFrame(state.history))
@@ -120,4 +118,4 @@ def summarise_baselines(
     for task, checkpoint in baseline_checkpoints.items():
         summary[f"stl.{task}.best_epoch"] = checkpoint["epoch"]
         summary[f"stl.{task}.parameters"] = checkpoint["n_parameters"]
-    return {name: {"value": float(value), "step": 0} for name, value in summary.items()}
+    return final_metrics(summary)

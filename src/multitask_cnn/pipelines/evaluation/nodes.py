@@ -24,6 +24,7 @@ from multitask_cnn.models.checkpoint import (
     describe_checkpoint,
 )
 from multitask_cnn.tasks import TaskSpec, check_labels
+from multitask_cnn.tracking import final_metrics, task_metric_names
 from multitask_cnn.training import InMemorySource, Split, predict, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -188,22 +189,12 @@ def comparison_to_mlflow_metrics(
 ) -> dict[str, dict[str, float]]:
     """``stl.<task>.<metric>`` for the single-task models, ``delta_m`` and
     ``delta_m.<task>``."""
-    metrics = {
-        f"stl.{task}.{name}": value
-        for task, values in baseline_metrics["test"].items()
-        for name, value in values.items()
-        if name != "n"
-    }
+    metrics = task_metric_names("stl", baseline_metrics["test"])
     metrics["delta_m"] = comparison["delta_m"]
     metrics |= {f"delta_m.{task}": v for task, v in comparison["per_task"].items()}
-    return {name: {"value": float(v), "step": 0} for name, v in metrics.items()}
+    return final_metrics(metrics)
 
 
 def to_mlflow_metrics(task_metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Flatten ``{"test": {task: {metric: v}}}`` to MLflow names ``test.task.metric``."""
-    return {
-        f"test.{task}.{name}": {"value": float(value), "step": 0}
-        for task, values in task_metrics["test"].items()
-        for name, value in values.items()
-        if name != "n"
-    }
+    return final_metrics(task_metric_names("test", task_metrics["test"]))

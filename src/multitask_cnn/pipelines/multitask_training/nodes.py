@@ -18,7 +18,7 @@ from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import check_labels
-from multitask_cnn.tracking import log_epoch_metrics
+from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import Split, resolve_device, train_model
 
 logger = logging.getLogger(__name__)
@@ -79,4 +79,4 @@ def summarise_training(
         "train.seconds": training_history["epoch_seconds"].sum(),
         "model.parameters": multitask_checkpoint["n_parameters"],
     }
-    return {name: {"value": float(value), "step": 0} for name, value in summary.items()}
+    return final_metrics(summary)

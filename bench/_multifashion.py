@@ -1,0 +1,31 @@
+"""Real MultiFashion splits for the benchmark scripts (the data_prep nodes, in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multitask_cnn.data.fashion_mnist import (
+    DEBIAN_DIR,
+    find_fashion_mnist,
+    read_fashion_mnist,
+)
+from multitask_cnn.pipelines.data_prep.nodes import (
+    build_model_input,
+    compose_splits,
+    compute_normalisation,
+)
+from multitask_cnn.training import Split
+
+
+def multifashion_splits(data_prep: dict, labels: Iterable[str]) -> list[Split]:
+    """Train, val and test :class:`Split` of MultiFashion built with ``data_prep``
+    parameters, each task ``labels`` named after its label."""
+    data = read_fashion_mnist(
+        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
+    )
+    raw = compose_splits(data, data_prep)
+    label_of = {label: label for label in labels}
+    return [
+        Split.from_model_input(m, label_of)
+        for m in build_model_input(raw, compute_normalisation(raw))
+    ]
