@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from multitask_cnn.data.fashion_mnist import (
     DEBIAN_DIR,
+    FashionMNIST,
     find_fashion_mnist,
     read_fashion_mnist,
 )
@@ -17,15 +19,22 @@ from multitask_cnn.pipelines.data_prep.nodes import (
 from multitask_cnn.training import Split
 
 
-def multifashion_splits(data_prep: dict, labels: Iterable[str]) -> list[Split]:
-    """Train, val and test :class:`Split` of MultiFashion built with ``data_prep``
-    parameters, each task ``labels`` named after its label."""
+def multifashion_inputs(
+    data_prep: dict,
+) -> tuple[FashionMNIST, list[dict[str, Any]], dict[str, Any]]:
+    """Fashion-MNIST, MultiFashion's train / val / test model input built with
+    ``data_prep`` parameters, and its normalisation statistics."""
     data = read_fashion_mnist(
         find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
     )
     raw = compose_splits(data, data_prep)
+    stats = compute_normalisation(raw)
+    return data, list(build_model_input(raw, stats)), stats
+
+
+def multifashion_splits(data_prep: dict, labels: Iterable[str]) -> list[Split]:
+    """Train, val and test :class:`Split` of MultiFashion built with ``data_prep``
+    parameters, each task ``labels`` named after its label."""
+    _, inputs, _ = multifashion_inputs(data_prep)
     label_of = {label: label for label in labels}
-    return [
-        Split.from_model_input(m, label_of)
-        for m in build_model_input(raw, compute_normalisation(raw))
-    ]
+    return [Split.from_model_input(m, label_of) for m in inputs]

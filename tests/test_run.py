@@ -113,6 +113,9 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
         "reports/baseline_history.csv",
         "reports/baseline_metrics.json",
         "reports/comparison.json",
+        "model/pretrained_backbone.pt",
+        "reports/pretraining_history.csv",
+        "reports/transfer_report.json",
     }
     # the single-task baselines, trained in the same run, and Δm against them
     assert 0 <= run.data.metrics["stl.left.accuracy"] <= 1

@@ -14,7 +14,7 @@ weightings, optimizers, data sources); nothing in the library imports it.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,7 @@ from pydantic import (
 
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
+from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
 from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
 
@@ -40,6 +41,9 @@ __all__ = [
     "DataPrepConfig",
     "EvaluationConfig",
     "ModelConfig",
+    "PRETRAINING_SOURCES",
+    "PretrainingConfig",
+    "TransferConfig",
     "ProjectParameters",
     "TaskSpec",
     "TrainingConfig",
@@ -47,6 +51,7 @@ __all__ = [
     "effective_tasks",
     "parse",
     "parse_tasks",
+    "pretraining_budget",
     "source_class_names",
     "validate_parameters",
 ]
@@ -58,6 +63,8 @@ PARAMETER_FILES = {
     "model": "conf/base/parameters_multitask_training.yml",
     "training": "conf/base/parameters_multitask_training.yml",
     "evaluation": "conf/base/parameters_evaluation.yml",
+    "pretraining": "conf/base/parameters_transfer.yml",
+    "transfer": "conf/base/parameters_transfer.yml",
 }
 
 M = TypeVar("M", bound="BaseModel")
@@ -195,6 +202,80 @@ class TrainingConfig(_Strict):
         return OPTIMIZERS.check(value)
 
 
+PRETRAINING_SOURCES = {
+    "fashion_mnist_items": "one Fashion-MNIST item at a random position on the canvas, "
+    "from the official train images of the train pool (label: class)",
+    "multifashion": "MultiFashion's own train / val composites with one of its labels",
+    "file": "your labelled images: the `pretraining_file` catalog entry "
+    "(data/01_raw/pretraining.pt: images uint8 (N, H, W), labels {name: int64 (N,)})",
+}
+
+
+class PretrainingConfig(_Strict):
+    """The source task the backbone is pretrained on (``pretraining`` pipeline)."""
+
+    source: str = "fashion_mnist_items"  # a key of PRETRAINING_SOURCES
+    label: str | None = None  # the source's label (default: class; multifashion: left)
+    n_train: PositiveInt | None = None  # train images used (None: all of them)
+    # changes to the multi-task `training` budget for pretraining, e.g. {epochs: 5}
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in PRETRAINING_SOURCES:
+            raise ValueError(
+                f"unknown pretraining source {value!r}; choose from {list(PRETRAINING_SOURCES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _known_label(self) -> PretrainingConfig:
+        if self.source == "multifashion" and self.label is not None:
+            labels = SOURCES.get("multifashion").labels
+            if self.label not in labels:
+                raise ValueError(
+                    f"pretraining.label={self.label!r}: MultiFashion has {list(labels)}"
+                )
+        if self.source == "fashion_mnist_items" and self.label not in (None, "class"):
+            raise ValueError(
+                f"pretraining.label={self.label!r}: fashion_mnist_items has one label, 'class'"
+            )
+        return self
+
+    def label_name(self) -> str:
+        return self.label or ("left" if self.source == "multifashion" else "class")
+
+
+class TransferConfig(_Strict):
+    """How the multi-task model starts from pretrained weights (``weight_transfer``)."""
+
+    enabled: bool = True  # multitask_training starts from the transferred state
+    # a state_dict file to transfer from (.pt, loaded weights_only); None: the
+    # backbone the pretraining pipeline saved
+    checkpoint: str | None = None
+    include: list[str] = Field(default_factory=lambda: ["*"])  # globs on target names
+    exclude: list[str] = Field(default_factory=list)
+    renames: list[str] = Field(
+        default_factory=list
+    )  # "conv1.* -> backbone.stem.conv1.*"
+    channel_adapt: Literal["sum", "mean"] = "sum"  # RGB first conv -> 1 channel
+    freeze_epochs: NonNegativeInt = 0  # transferred parameters frozen this many epochs
+    lr_scale: PositiveFloat = 1.0  # their learning rate, relative to training.lr
+
+    @field_validator("renames")
+    @classmethod
+    def _renames_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Rename.parse(text)
+        return value
+
+    def mapping(self) -> TransferMapping:
+        return TransferMapping.from_config(
+            self.include, self.exclude, self.renames, self.channel_adapt
+        )
+
+
 class EvaluationConfig(_Strict):
     batch_size: PositiveInt = 1024
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -208,6 +289,8 @@ class ProjectParameters(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     allow_download: bool = False  # read by the `fashion_mnist` catalog entry
 
     @field_validator("tasks")
@@ -249,6 +332,12 @@ class ProjectParameters(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pretraining_budget(self) -> ProjectParameters:
+        """``pretraining.training`` changes valid ``training`` keys."""
+        pretraining_budget(self.training.model_dump(), self.pretraining.training)
+        return self
+
     def _backbone_args(self) -> dict[str, Any]:
         return dict(self.model.backbone_args) | {
             "input_size": self.data_prep.canvas_size
@@ -262,6 +351,26 @@ class ProjectParameters(_Strict):
             "tasks": effective_tasks(self.tasks),
             "model": model,
         }
+
+
+def pretraining_budget(
+    training: dict[str, Any], changes: dict[str, Any]
+) -> TrainingConfig:
+    """The multi-task ``training`` budget with ``pretraining.training``'s changes."""
+    try:
+        return TrainingConfig.model_validate(_merge(training, changes))
+    except ValidationError as error:
+        raise ValueError(_format_error(error, "pretraining.training")) from None
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def effective_tasks(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, Any]]:

@@ -262,11 +262,14 @@ def _baseline_differences(
 def _config_differences(
     trained: dict[str, Any], effective: dict[str, Any]
 ) -> list[str]:
-    """Flattened keys of ``trained`` (tasks, model, training) whose value differs now."""
-    then = _flatten(
-        {k: v for k, v in trained.items() if k in ("tasks", "model", "training")}
-    )
-    now = _flatten({k: effective.get(k, {}) for k in ("tasks", "model", "training")})
+    """Flattened keys of ``trained`` (tasks, model, training, transfer) whose value
+    differs now (the transfer's recorded ``source`` is not a parameter)."""
+    groups = ("tasks", "model", "training", "transfer")
+    then = {k: v for k, v in trained.items() if k in groups}
+    if "transfer" in then:
+        then["transfer"] = {k: v for k, v in then["transfer"].items() if k != "source"}
+    then = _flatten(then)
+    now = _flatten({k: effective.get(k, {}) for k in groups if k in trained})
     return sorted(
         key for key in then.keys() | now.keys() if then.get(key) != now.get(key)
     )

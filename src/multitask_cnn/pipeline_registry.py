@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from multitask_cnn.pipelines import baselines, data_prep, evaluation, multitask_training
+from multitask_cnn.pipelines import (
+    baselines,
+    data_prep,
+    evaluation,
+    multitask_training,
+    pretraining,
+    weight_transfer,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """``__default__`` chains data_prep → baselines and multitask_training → evaluation."""
+    """``__default__`` chains data_prep → pretraining → weight_transfer →
+    multitask_training (and the baselines) → evaluation."""
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
+        "pretraining": pretraining.create_pipeline(),
+        "weight_transfer": weight_transfer.create_pipeline(),
         "baselines": baselines.create_pipeline(),
         "multitask_training": multitask_training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),

@@ -1,10 +1,13 @@
 import pytest
 import torch
+import torchvision
 from torch import nn
 
+from multitask_cnn.config import parse_tasks
 from multitask_cnn.models import (
     BACKBONES,
     backbone_defaults,
+    build_model,
     get_backbone,
     register_backbone,
 )
@@ -62,3 +65,48 @@ def test_backbone_defaults_are_the_factory_defaults_a_yaml_file_can_set():
         "input_size": 36,
         "hidden": 50,
     }
+
+
+@pytest.mark.parametrize(
+    ("small_input", "conv1", "maxpool"),
+    [(True, (64, 1, 3, 3), nn.Identity), (False, (64, 1, 7, 7), nn.MaxPool2d)],
+)
+def test_resnet18_is_torchvisions_as_named_stages(small_input, conv1, maxpool):
+    backbone = get_backbone("resnet18", small_input=small_input)
+    assert backbone.stage_names == [
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "pool",
+    ]
+    stem = backbone.stages["stem"]
+    assert tuple(stem.conv1.weight.shape) == conv1
+    assert stem.conv1.stride == ((1, 1) if small_input else (2, 2))
+    assert isinstance(stem.maxpool, maxpool)
+    x = torch.randn(2, 1, 36, 36)
+    assert backbone(x).shape == (2, 512) and backbone.out_features == 512
+    # the layers are torchvision's, names included
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    ours = {k.removeprefix("stages."): v for k, v in backbone.state_dict().items()}
+    assert {k for k in ours if k.startswith("layer")} == {
+        k for k in reference if k.startswith("layer")
+    }
+    assert all(
+        ours[k].shape == reference[k].shape for k in ours if k.startswith("layer")
+    )
+
+
+def test_resnet18_takes_any_channel_count_and_shares_like_the_others():
+    backbone = get_backbone("resnet18", in_channels=3, input_size=32)
+    assert backbone(torch.randn(1, 3, 32, 32)).shape == (1, 512)
+    tasks = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
+                         "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
+    model = build_model(tasks, "resnet18", shared_stages=4)
+    assert list(model.shared) == ["stem", "layer1", "layer2", "layer3"]
+    assert list(model.task_stages["left"]) == ["layer4", "pool"]
+    out = model(torch.randn(2, 1, 36, 36))
+    assert out["left"].shape == (2, 10)
+    with pytest.raises(ValueError, match="needs input_size >= 8"):
+        get_backbone("resnet18", input_size=4)

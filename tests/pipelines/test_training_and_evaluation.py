@@ -11,7 +11,14 @@ from multitask_cnn.config import parse_tasks
 from multitask_cnn.io import CSVDataset, JSONDataset, TorchDataset
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
-from multitask_cnn.pipelines import baselines, data_prep, evaluation, multitask_training
+from multitask_cnn.pipelines import (
+    baselines,
+    data_prep,
+    evaluation,
+    multitask_training,
+    pretraining,
+    weight_transfer,
+)
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import LabelError
@@ -38,6 +45,8 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "params:model": MemoryDataset({"backbone": "convnet"}),
         "params:training": MemoryDataset(TRAINING),
         "params:evaluation": MemoryDataset({"device": "cpu"}),
+        "params:transfer": MemoryDataset({"enabled": False}),
+        "initial_state": TorchDataset(str(tmp_path / "initial_state.pt"), missing_ok=True),
         "multitask_checkpoint": TorchDataset(str(tmp_path / "checkpoint.pt")),
         "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),
         "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
@@ -167,13 +176,14 @@ def test_labels_that_do_not_fit_the_spec_stop_training_before_it_starts(
     train["labels"]["left"][7] = 12
     with pytest.raises(LabelError, match="task 'left' .* train row 7 has label 12"):
         train_multitask_model(
-            train, model_inputs[1], STATS, tasks_params, {}, TRAINING, PROVENANCE
-        )
+            train, model_inputs[1], STATS, tasks_params, {}, TRAINING, PROVENANCE,
+            None, {"enabled": False},
+        )  # fmt: skip
 
 
 def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tmp_path):
-    """Data with hidden labels -> training -> evaluation -> metrics, for a multiclass,
-    a binary and a regression task."""
+    """Data with hidden labels -> pretraining -> weight transfer -> training ->
+    evaluation -> metrics, for a multiclass, a binary and a regression task."""
     tasks = {
         "left": {"kind": "multiclass", "num_classes": 10},
         "shoes": {"kind": "binary", "label": "footwear"},
@@ -192,14 +202,27 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
+        "params:pretraining": MemoryDataset({"n_train": 600}),
+        "params:transfer": MemoryDataset({"freeze_epochs": 1}),
+        "pretraining_file": TorchDataset(str(tmp_path / "mine.pt"), missing_ok=True),
+        "previous_pretrained": TorchDataset(str(tmp_path / "pretrained.pt"), missing_ok=True),
+        "initial_state": TorchDataset(str(tmp_path / "initial_state.pt")),
     })  # fmt: skip
-    SequentialRunner().run(data_prep.create_pipeline() + TRAIN_AND_EVALUATE, catalog)
+    SequentialRunner().run(
+        data_prep.create_pipeline() + pretraining.create_pipeline()
+        + weight_transfer.create_pipeline() + TRAIN_AND_EVALUATE, catalog,
+    )  # fmt: skip
+    report = catalog.load("transfer_report")
+    assert report["counts"]["tensors_transferred"] == 6
+    assert {e["target"] for e in report["tensors"] if e["status"] == "skipped"} == {
+        f"heads.{t}.0.{p}" for t in ("left", "shoes", "ink") for p in ("weight", "bias")}  # fmt: skip
 
     train_labels = catalog.load("model_input_train")["labels"]
     assert (train_labels["left"] == -1).sum() == 450 and torch.isnan(
         train_labels["ink"]
     ).sum() == 360
     history = catalog.load("training_history")
+    assert history["transfer.frozen_parameters"].tolist() == [30890, 0, 0]
     for column in (
         "train.left.loss",
         "val.shoes.loss",

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from multitask_cnn.seeds import numpy_generator
+
 __all__ = [
     "derived_labels",
     "hide_labels",
     "compose_multifashion",
     "draw_pairs",
+    "scatter_items",
     "split_pool",
+    "train_val_pools",
 ]
 
 
@@ -54,6 +58,16 @@ def split_pool(
             "the val pool empty; use more images or a val_fraction nearer 0.5"
         )
     return train_idx, val_idx
+
+
+def train_val_pools(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The project's split of the official train images (``labels``) into a train
+    pool and a val pool: :func:`split_pool` on the seed's ``val_pool`` stream. Every
+    consumer (MultiFashion, the pretraining source task) uses this one split, so no
+    val-pool image is ever trained on."""
+    return split_pool(labels, val_fraction, numpy_generator(seed, "val_pool"))
 
 
 def draw_pairs(
@@ -123,6 +137,27 @@ def compose_multifashion(
         "right": labels[right].astype(np.int64),
     }
     return canvas, tasks, np.stack([left, right], axis=1).astype(np.int64)
+
+
+def scatter_items(
+    images: np.ndarray, rng: np.random.Generator, canvas_size: int = 36
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``images`` (N, h, w) alone on a square canvas at a random position.
+
+    The single-item source task of pretraining: the same canvas as MultiFashion, each
+    item's top-left corner drawn uniformly from every position that keeps it whole.
+    Returns uint8 canvases ``(N, canvas_size, canvas_size)`` and the int64 offsets
+    ``(N, 2)`` (row, column).
+    """
+    n, height, width = images.shape
+    slack = canvas_size - max(height, width)
+    if slack < 0:
+        raise ValueError(
+            f"canvas_size={canvas_size} is smaller than the {height}x{width} items"
+        )
+    offsets = rng.integers(0, slack + 1, size=(n, 2))
+    canvas = _place(images, offsets[:, 0], offsets[:, 1], canvas_size)
+    return canvas, offsets.astype(np.int64)
 
 
 FOOTWEAR = (5, 7, 9)  # Fashion-MNIST classes Sandal, Sneaker, Ankle boot

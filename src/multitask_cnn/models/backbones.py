@@ -135,3 +135,51 @@ def convnet(
         ),
     )
     return Backbone(stages, out_features=hidden)
+
+
+@register_backbone("resnet18")
+def resnet18(
+    *, in_channels: int = 1, input_size: int = 36, small_input: bool = True
+) -> Backbone:
+    """torchvision's ResNet-18 (He et al. 2016; ``torchvision.models.resnet18``, no
+    weights downloaded) as named stages: ``stem``, ``layer1`` … ``layer4``, ``pool``.
+
+    The stem keeps torchvision's module names (``stem.conv1``, ``stem.bn1``, ...) and
+    the layers theirs, so a torchvision state_dict maps over with renames such as
+    ``conv1.* -> backbone.stem.conv1.*`` and ``layer* -> backbone.layer*``. The first
+    convolution takes ``in_channels``. ``small_input`` (for 36×36 canvases) makes it a
+    3×3 stride-1 convolution with no max-pool, as for CIFAR; otherwise it is
+    torchvision's 7×7 stride-2 convolution followed by a 3×3 stride-2 max-pool.
+    """
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    if input_size < (8 if small_input else 32):
+        raise ValueError(
+            f"resnet18 (small_input={small_input}) needs input_size >= "
+            f"{8 if small_input else 32}, got {input_size}"
+        )
+    net = torchvision_resnet18(weights=None)
+    if small_input:
+        conv1 = nn.Conv2d(
+            in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False
+        )
+        maxpool: nn.Module = nn.Identity()
+    else:
+        conv1 = nn.Conv2d(
+            in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False
+        )
+        maxpool = net.maxpool
+    nn.init.kaiming_normal_(
+        conv1.weight, mode="fan_out", nonlinearity="relu"
+    )  # as torchvision
+    stages = OrderedDict(
+        stem=nn.Sequential(
+            OrderedDict(conv1=conv1, bn1=net.bn1, relu=net.relu, maxpool=maxpool)
+        ),
+        layer1=net.layer1,
+        layer2=net.layer2,
+        layer3=net.layer3,
+        layer4=net.layer4,
+        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    )
+    return Backbone(stages, out_features=net.fc.in_features)

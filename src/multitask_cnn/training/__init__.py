@@ -2,8 +2,8 @@
 and its state."""
 
 from .device import resolve_device
-from .driver import Budget, train_model
-from .loop import NonFiniteLossError, evaluate, fit, predict, train_one_epoch
+from .driver import Budget, WarmStart, train_model
+from .loop import Freeze, NonFiniteLossError, evaluate, fit, predict, train_one_epoch
 from .optimizers import OPTIMIZERS, build_optimizer
 from .sources import Batch, BatchSource, InMemorySource, Split
 from .state import TrainState
@@ -11,6 +11,8 @@ from .strategies import WEIGHTINGS, Strategy, get_weighting
 
 __all__ = [
     "Budget",
+    "Freeze",
+    "WarmStart",
     "train_model",
     "OPTIMIZERS",
     "WEIGHTINGS",

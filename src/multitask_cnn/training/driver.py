@@ -15,13 +15,13 @@ from multitask_cnn.models import MultiTaskModel, count_parameters
 from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import TaskSpec, kinds_of
 
-from .loop import EpochCallback, fit
+from .loop import EpochCallback, Freeze, fit
 from .optimizers import build_optimizer
 from .sources import Batch, InMemorySource, Split
 from .state import TrainState
 from .strategies import get_weighting
 
-__all__ = ["Budget", "train_model"]
+__all__ = ["Budget", "WarmStart", "train_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,22 @@ class Budget:
     seed: int
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """Start from transferred weights instead of from scratch.
+
+    ``state`` is the whole model's state_dict (weight transfer's output); the
+    parameters named in ``transferred`` stay frozen for the first ``freeze_epochs``
+    epochs and then train at ``lr_scale`` times the learning rate (a parameter group
+    of their own).
+    """
+
+    state: Mapping[str, torch.Tensor]
+    transferred: frozenset[str]
+    freeze_epochs: int = 0
+    lr_scale: float = 1.0
+
+
 def train_model(
     build: Callable[[], MultiTaskModel],
     specs: Mapping[str, TaskSpec],
@@ -55,15 +71,24 @@ def train_model(
     prefix: str = "",
     on_epoch_end: EpochCallback | None = None,
     probe_rows: int = 0,
+    warm_start: WarmStart | None = None,
 ) -> TrainState:
     """Build the model (``build``, under the seed's ``model_init`` stream) on ``device``,
     then its strategy and optimizer, and train it; the returned state's model holds the
     best epoch's weights. ``probe_rows`` > 0 records, each epoch, the cosines between
-    the tasks' gradients on the first ``probe_rows`` validation rows."""
+    the tasks' gradients on the first ``probe_rows`` validation rows. ``warm_start``
+    loads transferred weights into the built model (:class:`WarmStart`)."""
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
-    network = build().to(device)
+    network = build()
+    if warm_start is not None:
+        _load_warm_start(network, warm_start)
+    network = network.to(device)
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
-    groups = [{"params": list(network.parameters())}]
+    moved = warm_start.transferred if warm_start is not None else frozenset()
+    groups = [{"params": [p for n, p in network.named_parameters() if n not in moved]}]
+    if moved:
+        groups.append({"params": [p for n, p in network.named_parameters() if n in moved],
+                       "lr": budget.lr * warm_start.lr_scale})  # fmt: skip
     if strategy.parameters():  # a strategy's own parameters take no weight decay
         groups.append({"params": strategy.parameters(), "weight_decay": 0.0})
     optimizer = build_optimizer(budget.optimizer, groups, lr=budget.lr,
@@ -83,7 +108,32 @@ def train_model(
         epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
         prefix=prefix, on_epoch_end=on_epoch_end,
         probe=_probe(val, probe_rows) if probe_rows else None,
+        freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
+        if moved and warm_start.freeze_epochs else None,
     )  # fmt: skip
+
+
+def _load_warm_start(network: MultiTaskModel, warm_start: WarmStart) -> None:
+    """Load the transferred state, naming what does not fit the model being trained."""
+    own = network.state_dict()
+    missing, unexpected = (
+        sorted(set(own) - set(warm_start.state)),
+        sorted(set(warm_start.state) - set(own)),
+    )
+    wrong = [f"{k}: model {tuple(own[k].shape)}, state {tuple(warm_start.state[k].shape)}"
+             for k in own if k in warm_start.state and own[k].shape != warm_start.state[k].shape]  # fmt: skip
+    unknown = sorted(
+        warm_start.transferred - {n for n, _ in network.named_parameters()}
+    )
+    if missing or unexpected or wrong or unknown:
+        raise ValueError(
+            "the transferred state does not fit the model being trained (it was built "
+            "for another model or task spec: rerun weight_transfer): "
+            + "; ".join(f"{what} {names[:4]}" for what, names in (
+                ("missing", missing), ("unexpected", unexpected), ("shape", wrong),
+                ("transferred names not in the model", unknown)) if names)
+        )  # fmt: skip
+    network.load_state_dict(warm_start.state)
 
 
 def _probe(val: Split, rows: int) -> Batch:

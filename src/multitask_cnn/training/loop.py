@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -188,7 +189,7 @@ def train_one_epoch(
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 50
     shared_params = [p for p in model.shared.parameters() if p.requires_grad]
-    last_shared = model.last_shared_layer()
+    last_shared = [p for p in model.last_shared_layer() if p.requires_grad]
     bar = tqdm(
         source, total=n_steps, desc=desc, leave=False, disable=None
     )  # quiet off a tty
@@ -265,6 +266,25 @@ def evaluate(
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+@dataclass(frozen=True)
+class Freeze:
+    """``params`` (transferred weights) take no gradient in epochs ``1 … epochs``."""
+
+    params: list[nn.Parameter]
+    epochs: int
+
+    def apply(self, epoch: int) -> int:
+        """Freeze or unfreeze for ``epoch``; returns the number of frozen values."""
+        frozen = epoch <= self.epochs
+        for param in self.params:
+            param.requires_grad_(not frozen)
+        return sum(p.numel() for p in self.params) if frozen else 0
+
+    def release(self) -> None:
+        for param in self.params:
+            param.requires_grad_(True)
+
+
 def fit(
     state: TrainState,
     train: BatchSource,
@@ -278,6 +298,7 @@ def fit(
     prefix: str = "",
     on_epoch_end: EpochCallback | None = None,
     probe: Batch | None = None,
+    freeze: Freeze | None = None,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
     ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
@@ -285,13 +306,16 @@ def fit(
 
     Metric names take ``prefix`` (``"stl.left."``), so several models can train in one
     MLflow run. With a ``probe`` batch, each epoch also records the cosines between the
-    tasks' gradients on the shared parameters (``grad_cos.<a>.<b>``).
+    tasks' gradients on the shared parameters (``grad_cos.<a>.<b>``). With ``freeze``,
+    its parameters stay frozen in its first epochs (``transfer.frozen_parameters``
+    records how many values were frozen in each epoch).
     """
     model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
     while state.epoch < epochs and not state.stopped_early:
         epoch = state.epoch + 1
         tick = time.perf_counter()
+        frozen = freeze.apply(epoch) if freeze is not None else None
         train_metrics = train_one_epoch(model, train, kinds, strategy, state.optimizer, device,
                                         epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}")  # fmt: skip
         weights = {
@@ -304,6 +328,8 @@ def fit(
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
         record |= {f"{prefix}{k}": v for k, v in weights.items()}
+        if frozen is not None:
+            record[f"{prefix}transfer.frozen_parameters"] = frozen
         record[f"{prefix}epoch_seconds"] = time.perf_counter() - tick
         if probe is not None:
             cosines = gradient_cosines(model, probe, kinds, device)
@@ -323,5 +349,7 @@ def fit(
             logger.info(
                 "%searly stopping: no better val.loss for %d epochs", prefix, patience
             )
+    if freeze is not None:
+        freeze.release()
     state.hold_best()
     return state

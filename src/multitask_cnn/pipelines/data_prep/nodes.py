@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from multitask_cnn.config import DataPrepConfig, parse
 from multitask_cnn.data.fashion_mnist import FashionMNIST
@@ -15,9 +14,10 @@ from multitask_cnn.data.multifashion import (
     compose_multifashion,
     derived_labels,
     hide_labels,
-    split_pool,
+    train_val_pools,
 )
 from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.data.tensors import to_model_input
 from multitask_cnn.seeds import numpy_generator
 
 logger = logging.getLogger(__name__)
@@ -69,10 +69,9 @@ def compose_splits(fashion_mnist: FashionMNIST, data_prep: dict[str, Any]) -> Ra
             f"samples out of n_train={config.n_train}"
         )
     logger.info("Composing MultiFashion from %s", fashion_mnist.source)
-    train_pool, val_pool = split_pool(
-        fashion_mnist.train_labels, config.val_fraction,
-        numpy_generator(config.seed, "val_pool"),
-    )  # fmt: skip
+    train_pool, val_pool = train_val_pools(
+        fashion_mnist.train_labels, config.val_fraction, config.seed
+    )
     train_images, train_labels = fashion_mnist.train_images, fashion_mnist.train_labels
     test_images, test_labels = fashion_mnist.test_images, fashion_mnist.test_labels
     splits = {
@@ -104,15 +103,6 @@ def compute_normalisation(splits: RawSplits) -> dict[str, float]:
     }
 
 
-def _to_tensors(split: dict[str, Any], stats: dict[str, float]) -> dict[str, Any]:
-    images = torch.from_numpy(split["images"]).float().div_(255.0)
-    images = images.sub_(stats["mean"]).div_(stats["std"]).unsqueeze(1)  # (N, 1, H, W)
-    labels = {
-        t: torch.from_numpy(np.ascontiguousarray(y)) for t, y in split["labels"].items()
-    }
-    return {"images": images.contiguous(), "labels": labels}
-
-
 def build_model_input(
     splits: RawSplits, stats: dict[str, float]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -121,7 +111,10 @@ def build_model_input(
     Only ``images`` and ``labels`` go into the model input; ``source_index`` stays in
     the raw splits.
     """
-    return tuple(_to_tensors(splits[s], stats) for s in ("train", "val", "test"))
+    return tuple(
+        to_model_input(splits[s]["images"], splits[s]["labels"], stats)
+        for s in ("train", "val", "test")
+    )
 
 
 def report_class_balance(splits: RawSplits) -> pd.DataFrame:

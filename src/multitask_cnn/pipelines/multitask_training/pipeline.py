@@ -18,6 +18,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:model",
                     "params:training",
                     "provenance",
+                    "initial_state",
+                    "params:transfer",
                 ],
                 outputs=["multitask_checkpoint", "training_history", "train_state"],
                 name="train_multitask_model",

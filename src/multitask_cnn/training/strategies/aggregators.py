@@ -36,7 +36,7 @@ from torchjd.autojac import jac_to_grad, mtl_backward
 
 from multitask_cnn.tasks import TaskSpec
 
-from .base import WEIGHTINGS, Step, Strategy
+from .base import WEIGHTINGS, Step, Strategy, plain_backward
 
 __all__ = ["AGGREGATORS", "AggregatorStrategy"]
 
@@ -53,11 +53,8 @@ class AggregatorStrategy(Strategy):
         self.aggregator = type(self).make(len(self.tasks), **options)
 
     def backward(self, step: Step) -> torch.Tensor:
-        if not step.shared_params:
-            raise ValueError(
-                f"{type(self).__name__} aggregates the gradients of shared parameters, "
-                "but the model shares none (model.shared_stages: 0)"
-            )
+        if not step.shared_params:  # all frozen (transfer.freeze_epochs): no conflict
+            return plain_backward(step, self.tasks)
         mtl_backward([step.losses[t] for t in self.tasks], features=step.features,
                      shared_params=step.shared_params)  # fmt: skip
         with (

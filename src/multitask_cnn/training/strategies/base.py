@@ -25,7 +25,14 @@ from torch import nn
 from multitask_cnn.registry import Registry
 from multitask_cnn.tasks import TaskSpec
 
-__all__ = ["WEIGHTINGS", "LossStrategy", "Step", "Strategy", "get_weighting"]
+__all__ = [
+    "WEIGHTINGS",
+    "LossStrategy",
+    "Step",
+    "Strategy",
+    "get_weighting",
+    "plain_backward",
+]
 
 
 @dataclass
@@ -39,6 +46,19 @@ class Step:
     labelled: dict[str, torch.Tensor] | None = (
         None  # task -> labelled rows in the batch
     )
+
+
+def plain_backward(
+    step: Step, tasks: list[str], weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Back-propagate the weighted sum of the task losses (weights default to 1) and
+    return the weights: what a gradient-level method reduces to when no shared
+    parameter takes a gradient (all frozen), since the tasks then cannot conflict."""
+    values = torch.stack([step.losses[task] for task in tasks])
+    if weights is None:
+        weights = torch.ones_like(values.detach())
+    (weights * values).sum().backward()
+    return weights.detach().clone()
 
 
 class Strategy:

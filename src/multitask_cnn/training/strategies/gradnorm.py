@@ -23,7 +23,7 @@ from torch import nn
 
 from multitask_cnn.tasks import TaskSpec
 
-from .base import WEIGHTINGS, Step, Strategy
+from .base import WEIGHTINGS, Step, Strategy, plain_backward
 
 
 @WEIGHTINGS.register("gradnorm")
@@ -46,10 +46,8 @@ class GradNorm(Strategy):
         return self
 
     def backward(self, step: Step) -> torch.Tensor:
-        if not step.last_shared:
-            raise ValueError(
-                "gradnorm needs shared parameters (model.shared_stages >= 1)"
-            )
+        if not step.last_shared:  # frozen (transfer.freeze_epochs): nothing to balance
+            return plain_backward(step, self.tasks, self.weights.detach())
         values = self._stack(step.losses)
         labelled = (
             torch.stack([step.labelled[t] > 0 for t in self.tasks])
