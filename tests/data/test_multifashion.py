@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from multitask_cnn.data.multifashion import compose_multifashion, draw_pairs, split_pool
+from multitask_cnn.data.multifashion import (
+    compose_multifashion,
+    draw_pairs,
+    scatter_items,
+    split_pool,
+)
 
 
 def _placements(item: np.ndarray, low: int, high: int, size: int = 36) -> np.ndarray:
@@ -112,3 +117,20 @@ def test_val_pool_needs_images_on_both_sides():
         split_pool(np.array([0, 1, 2]), 0.1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         split_pool(np.array([0, 1, 2]), 1.0, np.random.default_rng(0))
+
+
+def test_scatter_items_places_each_whole_item_at_a_random_position(fashion_mnist_small):
+    items = fashion_mnist_small.train_images[:200]
+    canvas, offsets = scatter_items(items, np.random.default_rng(0), canvas_size=36)
+    assert canvas.shape == (200, 36, 36) and canvas.dtype == np.uint8
+    assert (
+        offsets.min() == 0 and offsets.max() == 8
+    )  # every position that keeps it whole
+    for i in range(0, 200, 37):
+        row, col = offsets[i]
+        assert np.array_equal(canvas[i, row : row + 28, col : col + 28], items[i])
+        assert canvas[i].sum() == items[i].sum()  # nothing else on the canvas
+    with pytest.raises(
+        ValueError, match="canvas_size=20 is smaller than the 28x28 items"
+    ):
+        scatter_items(items, np.random.default_rng(0), canvas_size=20)

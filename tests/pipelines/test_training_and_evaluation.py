@@ -202,6 +202,7 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
+        "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),
         "params:pretraining": MemoryDataset({"n_train": 600}),
         "params:transfer": MemoryDataset({"freeze_epochs": 1}),
         "pretraining_file": TorchDataset(str(tmp_path / "mine.pt"), missing_ok=True),
@@ -223,6 +224,12 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
     ).sum() == 360
     history = catalog.load("training_history")
     assert history["transfer.frozen_parameters"].tolist() == [30890, 0, 0]
+    # the baselines start from the same transfer (Δm compares sharing, both transferred)
+    assert set(report["baselines"]) == {"left", "shoes", "ink"}
+    assert report["baselines"]["ink"]["parameters_transferred"] == 30890
+    for task, baseline in catalog.load("baseline_checkpoints").items():
+        assert baseline["config"]["transfer"]["source"] == report["source"], task
+        assert baseline["config"]["transfer"]["freeze_epochs"] == 1
     for column in (
         "train.left.loss",
         "val.shoes.loss",

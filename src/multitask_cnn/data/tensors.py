@@ -28,6 +28,7 @@ def to_model_input(
     return {
         "images": tensor.contiguous(),
         "labels": {
-            name: torch.from_numpy(np.ascontiguousarray(y)) for name, y in labels.items()
+            name: torch.from_numpy(np.ascontiguousarray(y))
+            for name, y in labels.items()
         },
     }

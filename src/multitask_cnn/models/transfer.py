@@ -37,6 +37,7 @@ __all__ = [
     "Rename",
     "TransferError",
     "TransferMapping",
+    "TransferReport",
     "backbone_name",
     "backbone_state_dict",
     "state_dict_of",

@@ -10,10 +10,12 @@ import pandas as pd
 from multitask_cnn.config import (
     ModelConfig,
     TrainingConfig,
+    TransferConfig,
     effective_tasks,
     parse,
     parse_tasks,
 )
+from multitask_cnn.initial_state import warm_start
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
@@ -33,11 +35,13 @@ _NOT_IN_KEY = {
 
 
 def _baseline_key(
-    task_spec: dict, model: dict, budget: dict, data: dict[str, str]
-) -> str:
-    """What a baseline depends on: its images and labels, task, backbone, budget, seed."""
+    task_spec: dict, model: dict, budget: dict, data: dict[str, str],
+    transferred: dict[str, Any] | None,
+) -> str:  # fmt: skip
+    """What a baseline depends on: its images and labels, task, backbone, budget, seed,
+    and its transferred start (None: from scratch)."""
     return fingerprint({
-        "version": BASELINE_VERSION, "model": model, "data": data,
+        "version": BASELINE_VERSION, "model": model, "data": data, "transfer": transferred,
         "task": {k: v for k, v in task_spec.items() if k not in _NOT_IN_KEY},
         "budget": {k: v for k, v in budget.items() if k not in _NOT_IN_KEY},
     })  # fmt: skip
@@ -52,12 +56,16 @@ def train_baselines(
     training: dict[str, Any],
     previous_baselines: dict[str, Any] | None,
     provenance: dict[str, Any],
+    initial_state: dict[str, Any] | None,
+    transfer: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """One single-task model per task: the multi-task model's backbone (all of it the
     task's own), budget and seed, trained with the plain task loss.
 
-    A baseline in ``previous_baselines`` whose inputs (data fingerprints, task spec,
-    backbone, budget, seed) are unchanged is reused, not retrained. Returns
+    With ``transfer.enabled`` each starts from weight_transfer's start for it (the
+    same source and mapping as the multi-task model's). A baseline in
+    ``previous_baselines`` whose inputs (data fingerprints, task spec, backbone,
+    budget, seed, transferred start) are unchanged is reused, not retrained. Returns
     ``{task: checkpoint}`` (each with ``baseline_key`` and ``reused``) and the
     per-epoch history of the baselines trained now (metrics ``stl.<task>.*``).
     """
@@ -70,6 +78,9 @@ def train_baselines(
     images = {
         split: fingerprint({"images": m["images"]}) for split, m in inputs.items()
     }
+    transfer_config = parse(TransferConfig, transfer, "transfer")
+    starts = {task: warm_start(initial_state, specs, model_config, config.seed, transfer_config,
+                               baseline=task) for task in specs}  # fmt: skip
     previous = previous_baselines or {}
     device = resolve_device(config.device)
     baselines, histories = {}, []
@@ -80,7 +91,13 @@ def train_baselines(
         )  # the data of this baseline: images and its labels
         task_data = {split: fingerprint({"images": images[split], "labels": m["labels"][label]})
                      for split, m in inputs.items()}  # fmt: skip
-        key = _baseline_key(task_spec[task], effective_model, vars(budget), task_data)
+        start = starts[task]
+        transferred = None if start is None else {
+            "state": fingerprint(dict(start.state)), "freeze_epochs": start.freeze_epochs,
+            "lr_scale": start.lr_scale}  # fmt: skip
+        key = _baseline_key(
+            task_spec[task], effective_model, vars(budget), task_data, transferred
+        )
         if previous.get(task, {}).get("baseline_key") == key:
             logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
                         task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
@@ -95,11 +112,14 @@ def train_baselines(
                 {task: spec}, model_config.backbone, backbone_args=model_config.backbone_args),
             {task: spec}, train, val, device, budget, prefix=f"stl.{task}.",
             on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
+            warm_start=start,
         )  # fmt: skip
         checkpoint = build_checkpoint(
             state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
             config={"tasks": task_spec, "model": effective_model,
-                    "training": config.model_dump(mode="json") | {"weighting": "equal"}},
+                    "training": config.model_dump(mode="json") | {"weighting": "equal"},
+                    "transfer": transfer_config.model_dump(mode="json")
+                    | {"source": initial_state["source"] if start else None}},
             normalisation=normalisation_stats, input_fingerprint=task_data, provenance=provenance,
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}

@@ -19,6 +19,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:training",
                     "previous_baselines",
                     "provenance",
+                    "initial_state",
+                    "params:transfer",
                 ],
                 outputs=["baseline_checkpoints", "baseline_history"],
                 name="train_baselines",

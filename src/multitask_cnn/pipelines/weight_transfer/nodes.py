@@ -19,6 +19,7 @@ from multitask_cnn.config import (
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import (
     TransferError,
+    TransferReport,
     load_state_dict_file,
     transfer_weights,
 )
@@ -59,6 +60,26 @@ def _source(
     }
 
 
+def _transferred(
+    specs: dict[str, Any], model_config: ModelConfig, shared_stages: int | None,
+    source: dict[str, torch.Tensor], config: TransferConfig, seed: int,
+) -> tuple[torch.nn.Module, TransferReport]:  # fmt: skip
+    """A model built as training builds it (the ``model_init`` stream of the seed, so
+    untransferred tensors start as a scratch run's would), filled from ``source``."""
+    torch.manual_seed(torch_seed(seed, "model_init"))
+    network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
+                          shared_stages=shared_stages)  # fmt: skip
+    return network, transfer_weights(network, source, config.mapping())
+
+
+def _start(network: torch.nn.Module, report: TransferReport) -> dict[str, Any]:
+    names = {name for name, _ in network.named_parameters()}
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "transferred": sorted(set(report.transferred) & names),
+    }
+
+
 def transfer_initial_state(
     pretrained_backbone: dict[str, Any] | None,
     tasks: dict[str, Any],
@@ -66,12 +87,14 @@ def transfer_initial_state(
     training: dict[str, Any],
     transfer: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:
-    """Build the multi-task model from its spec (the ``model_init`` stream of the
-    training seed, so untransferred tensors start as a scratch run's would) and fill
-    it from the pretrained backbone or ``transfer.checkpoint``.
+    """Build the multi-task model from its spec and fill it from the pretrained
+    backbone or ``transfer.checkpoint``. Each single-task baseline gets its start from
+    the same source and mapping (under ``baselines``), so that Δm compares sharing
+    with not sharing, both transferred.
 
     Returns the initial state (whole state_dict, the transferred parameter names, the
-    spec it fits), the transfer report, and its counts as ``transfer.*`` metrics.
+    spec it fits, the baselines' starts), the transfer report, and its counts as
+    ``transfer.*`` metrics.
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
@@ -79,10 +102,8 @@ def transfer_initial_state(
     seed = parse(TrainingConfig, training, "training").seed
     source, origin = _source(pretrained_backbone, config, model_config.backbone)
 
-    torch.manual_seed(torch_seed(seed, "model_init"))
-    network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
-                          shared_stages=model_config.shared_stages)  # fmt: skip
-    report = transfer_weights(network, source, config.mapping())
+    network, report = _transferred(specs, model_config, model_config.shared_stages,
+                                   source, config, seed)  # fmt: skip
     parameter_names = {name for name, _ in network.named_parameters()}
     document = {"source": origin} | report.to_dict(parameter_names)
     counts = document["counts"]
@@ -91,18 +112,24 @@ def transfer_initial_state(
         counts["tensors_transferred"], len(report.entries),
         counts["parameters_transferred"], counts["parameters_total"], counts["tensors_skipped"],
     )  # fmt: skip
-    initial_state = {
-        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "transferred": sorted(set(report.transferred) & parameter_names),
+    baselines = {}
+    document["baselines"] = {}
+    for task, spec in specs.items():
+        single, single_report = _transferred(
+            {task: spec}, model_config, None, source, config, seed
+        )
+        baselines[task] = _start(single, single_report)
+        document["baselines"][task] = single_report.counts(
+            {n for n, _ in single.named_parameters()}
+        )
+    initial_state = _start(network, report) | {
         "config": {
             "tasks": effective_tasks(specs),
             "model": model_config.effective(),
             "seed": seed,
         },  # fmt: skip
         "source": origin,
+        "baselines": baselines,
     }
-    return (
-        initial_state,
-        document,
-        final_metrics({f"transfer.{k}": v for k, v in counts.items()}),
-    )
+    metrics = final_metrics({f"transfer.{k}": v for k, v in counts.items()})
+    return initial_state, document, metrics

@@ -1,0 +1,53 @@
+"""The transferred start of a training run: weight_transfer's ``initial_state``, checked
+against the run's spec, as the :class:`~multitask_cnn.training.WarmStart` the training
+driver takes (for the multi-task model and for each single-task baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multitask_cnn.config import ModelConfig, TransferConfig, effective_tasks
+from multitask_cnn.tasks import TaskSpec
+from multitask_cnn.training import WarmStart
+
+__all__ = ["warm_start"]
+
+
+def warm_start(
+    initial_state: dict[str, Any] | None,
+    specs: dict[str, TaskSpec],
+    model_config: ModelConfig,
+    seed: int,
+    transfer: TransferConfig,
+    baseline: str | None = None,
+) -> WarmStart | None:
+    """The start of the multi-task model (or of ``baseline``'s single-task model) when
+    ``transfer.enabled``; None when it is off. Refuses a missing initial state, or one
+    transferred for other tasks, model or seed than this run's."""
+    if not transfer.enabled:
+        return None
+    if initial_state is None:
+        raise FileNotFoundError(
+            "transfer.enabled is true but there is no initial state at "
+            "data/06_models/initial_state.pt: run the weight_transfer pipeline first "
+            "(kedro run --pipelines weight_transfer), or set transfer.enabled: false"
+        )
+    now = {
+        "tasks": effective_tasks(specs),
+        "model": model_config.effective(),
+        "seed": seed,
+    }
+    differs = sorted(k for k in now if initial_state["config"].get(k) != now[k])
+    if differs:
+        raise ValueError(
+            f"the initial state was transferred for other {', '.join(differs)} than "
+            "this run's: rerun weight_transfer (kedro run --pipelines "
+            "weight_transfer,multitask_training)"
+        )
+    start = initial_state if baseline is None else initial_state["baselines"][baseline]
+    return WarmStart(
+        state=start["state_dict"],
+        transferred=frozenset(start["transferred"]),
+        freeze_epochs=transfer.freeze_epochs,
+        lr_scale=transfer.lr_scale,
+    )
