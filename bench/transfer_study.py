@@ -29,7 +29,7 @@ import torch
 from _multifashion import multifashion_inputs
 
 from multitask_cnn.config import TrainingConfig, parse_tasks
-from multitask_cnn.models import build_model
+from multitask_cnn.models import build_model, get_backbone
 from multitask_cnn.models.transfer import TransferMapping, transfer_weights
 from multitask_cnn.pipelines.pretraining.nodes import (
     build_pretraining_data,
@@ -126,6 +126,12 @@ def main() -> None:
                     return build_model(TASKS, backbone)
 
                 for variant, mapping in variants.items():
+                    if (
+                        mapping is not None
+                        and mapping.exclude
+                        and "fc" not in (get_backbone(backbone).stage_names)
+                    ):
+                        continue  # no fc stage to leave out
                     warm = None
                     if mapping is not None:
                         torch.manual_seed(torch_seed(seed, "model_init"))

@@ -270,6 +270,12 @@ class TransferConfig(_Strict):
             Rename.parse(text)
         return value
 
+    def mapping_settings(self) -> dict[str, Any]:
+        """What an initial state is built with (freezing and the learning-rate scale
+        are read when training starts)."""
+        keys = ("checkpoint", "include", "exclude", "renames", "channel_adapt")
+        return {k: v for k, v in self.model_dump(mode="json").items() if k in keys}
+
     def mapping(self) -> TransferMapping:
         return TransferMapping.from_config(
             self.include, self.exclude, self.renames, self.channel_adapt

@@ -253,8 +253,11 @@ def _baseline_differences(
             for k, v in config.get("training", {}).items()
             if k in _BASELINE_TRAINING
         }
+        transfer = {
+            k: v for k, v in config.get("transfer", {}).items() if k != "source"
+        }
         return {"tasks": {task: config.get("tasks", {}).get(task)}, "model": model,
-                "training": training}  # fmt: skip
+                "training": training, "transfer": transfer}  # fmt: skip
 
     return _config_differences(relevant(trained), relevant(effective))
 

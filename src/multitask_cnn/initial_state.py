@@ -23,26 +23,24 @@ def warm_start(
 ) -> WarmStart | None:
     """The start of the multi-task model (or of ``baseline``'s single-task model) when
     ``transfer.enabled``; None when it is off. Refuses a missing initial state, or one
-    transferred for other tasks, model or seed than this run's."""
+    built with other tasks, model, seed or mapping than this run's."""
     if not transfer.enabled:
         return None
     if initial_state is None:
         raise FileNotFoundError(
-            "transfer.enabled is true but there is no initial state at "
-            "data/06_models/initial_state.pt: run the weight_transfer pipeline first "
-            "(kedro run --pipelines weight_transfer), or set transfer.enabled: false"
+            "transfer.enabled is true but there is no initial state (the initial_state "
+            "catalog entry, <data_root>/06_models/initial_state.pt): run the "
+            "weight_transfer pipeline first (kedro run --pipelines weight_transfer), or "
+            "set transfer.enabled: false"
         )
-    now = {
-        "tasks": effective_tasks(specs),
-        "model": model_config.effective(),
-        "seed": seed,
-    }
+    now = {"tasks": effective_tasks(specs), "model": model_config.effective(), "seed": seed,
+           "transfer": transfer.mapping_settings()}  # fmt: skip
     differs = sorted(k for k in now if initial_state["config"].get(k) != now[k])
     if differs:
         raise ValueError(
-            f"the initial state was transferred for other {', '.join(differs)} than "
-            "this run's: rerun weight_transfer (kedro run --pipelines "
-            "weight_transfer,multitask_training)"
+            f"the initial state was built with other {', '.join(differs)} settings than "
+            "this run's: rerun weight_transfer first (kedro run --pipelines "
+            "weight_transfer,baselines,multitask_training)"
         )
     start = initial_state if baseline is None else initial_state["baselines"][baseline]
     return WarmStart(

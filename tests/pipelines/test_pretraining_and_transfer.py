@@ -69,7 +69,9 @@ def test_multifashion_and_file_sources(fashion_mnist_small, model_inputs, tmp_pa
     train, val, task = _data(
         fashion_mnist_small, model_inputs, {"source": "file"}, mine
     )
-    assert len(train["images"]) == 30 and len(val["images"]) == 10  # val_fraction 0.25
+    # stratified like data_prep: round(0.25 * 10) = 2 of each class's 10 images
+    assert len(train["images"]) == 32 and len(val["images"]) == 8
+    assert torch.bincount(val["labels"]["class"]).tolist() == [2, 2, 2, 2]
     assert task == {"kind": "multiclass", "num_classes": 4, "class_names": None}
 
     with pytest.raises(FileNotFoundError, match="pretraining_file catalog entry"):
@@ -79,6 +81,12 @@ def test_multifashion_and_file_sources(fashion_mnist_small, model_inputs, tmp_pa
     ):
         _data(fashion_mnist_small, model_inputs, {"source": "file"},
               mine | {"images": mine["images"][:, :28, :28]})  # fmt: skip
+    with pytest.raises(ValueError, match="must hold one integer class id per image"):
+        _data(fashion_mnist_small, model_inputs, {"source": "file"},
+              mine | {"labels": {"class": np.linspace(0, 3, 40)}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"grey like the canvas .*\(40, 3, 36, 36\)"):
+        _data(fashion_mnist_small, model_inputs, {"source": "file"},
+              mine | {"images": np.zeros((40, 3, 36, 36), np.uint8)})  # fmt: skip
     with pytest.raises(ValueError, match="has no label 'kind'"):
         _data(
             fashion_mnist_small, model_inputs, {"source": "file", "label": "kind"}, mine
@@ -111,12 +119,16 @@ def test_weight_transfer_refuses_a_missing_or_mismatched_source(tmp_path):
         TransferError, match="no pretrained backbone .* run the pretraining"
     ):
         transfer_initial_state(None, TASKS, {}, TRAINING, {})
-    pretrained = {"backbone": "convnet", "state_dict": {}}
+    with pytest.raises(TransferError, match="not written by the pretraining pipeline"):
+        transfer_initial_state(
+            {"backbone": "lenet", "state_dict": {}}, TASKS, {}, TRAINING, {}
+        )
     with pytest.raises(
-        TransferError,
-        match="pretrained backbone is 'convnet' but model.backbone is 'lenet'",
+        TransferError, match="pretrained as .*'convnet'.* but the model is .*'lenet'"
     ):
-        transfer_initial_state(pretrained, TASKS, {}, TRAINING, {})
+        transfer_initial_state(
+            _pretrained() | {"backbone": "convnet"}, TASKS, {}, TRAINING, {}
+        )
     with pytest.raises(TransferError, match="nowhere.pt' does not exist"):
         transfer_initial_state(
             None, TASKS, {}, TRAINING, {"checkpoint": str(tmp_path / "nowhere.pt")}
@@ -129,9 +141,10 @@ def test_training_refuses_a_missing_or_foreign_initial_state(model_inputs):
         FileNotFoundError, match="run the weight_transfer pipeline first"
     ):
         train_multitask_model(*args, None, {"enabled": True})
-    state = {"config": {"tasks": {}, "model": {}, "seed": 0}}
+    state = {"config": {"tasks": {}, "model": {}, "seed": 0, "transfer": {}}}
     with pytest.raises(
-        ValueError, match="transferred for other model, tasks than this run's"
+        ValueError,
+        match="built with other model, tasks, transfer settings than this run's",
     ):
         train_multitask_model(*args, state, {"enabled": True})
 
@@ -158,3 +171,74 @@ def test_training_refuses_a_missing_or_foreign_initial_state(model_inputs):
 def test_bad_pretraining_and_transfer_parameters_are_named(params, message):
     with pytest.raises(ConfigError, match=message):
         validate_parameters({"tasks": TASKS} | params)
+
+
+def _pretrained(**backbone_args):
+    from multitask_cnn.config import ModelConfig
+    from multitask_cnn.models import get_backbone
+    from multitask_cnn.models.transfer import backbone_state_dict
+    from multitask_cnn.pipelines.pretraining.nodes import PRETRAINED_FORMAT
+
+    torch.manual_seed(7)
+    effective = ModelConfig(backbone="lenet", backbone_args=backbone_args).effective()
+    return {"format": PRETRAINED_FORMAT, "backbone": "lenet",
+            "backbone_args": effective["backbone_args"], "provenance": {"mlflow.run_id": "p1"},
+            "state_dict": backbone_state_dict(get_backbone("lenet", **backbone_args))}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("include", "moved"),
+    [(["*"], ["conv1", "conv2", "fc"]), (["shared.*"], ["conv1"])],
+)
+def test_each_baseline_starts_from_the_multitask_models_transferred_tensors(
+    include, moved
+):
+    model = {"backbone": "lenet", "shared_stages": 1}
+    state, report, metrics = transfer_initial_state(
+        _pretrained(), TASKS, model, TRAINING, {"include": include})  # fmt: skip
+    assert report["source"]["pretrained"]["run_id"] == "p1"
+    assert metrics["transfer.tensors_transferred"]["value"] == (
+        10 if len(moved) == 3 else 2
+    )
+    for task in ("left", "right"):
+        baseline = state["baselines"][task]
+        expected = {f"shared.{stage}.{i}.{p}" for stage, i in
+                    (("conv1", 0), ("conv2", 0), ("fc", 1)) if stage in moved
+                    for p in ("weight", "bias")}  # fmt: skip
+        assert set(baseline["transferred"]) == expected
+        assert report["baselines"][task]["tensors_transferred"] == len(expected)
+        for name in expected:  # the very tensors the multi-task model starts from
+            stage = name.removeprefix("shared.")
+            origin = (
+                name if stage.startswith("conv1") else f"task_stages.{task}.{stage}"
+            )
+            assert torch.equal(
+                baseline["state_dict"][name], state["state_dict"][origin]
+            )
+    assert state["config"]["transfer"] == {"checkpoint": None, "include": include, "exclude": [],
+                                           "renames": [], "channel_adapt": "sum"}  # fmt: skip
+
+
+def test_a_backbone_pretrained_with_other_arguments_is_refused():
+    with pytest.raises(
+        TransferError, match="pretrained as .*'hidden': 40.* but the model is"
+    ):
+        transfer_initial_state(_pretrained(hidden=40), TASKS, {}, TRAINING, {})
+
+
+def test_training_refuses_an_initial_state_built_with_another_mapping(model_inputs):
+    tasks_model = ({"backbone": "lenet"}, TRAINING)
+    state, _, _ = transfer_initial_state(
+        _pretrained(), TASKS, *tasks_model, {"exclude": ["heads.*"]}
+    )
+    args = (
+        model_inputs[0],
+        model_inputs[1],
+        STATS,
+        TASKS,
+        {"backbone": "lenet"},
+        TRAINING,
+        {},
+    )
+    with pytest.raises(ValueError, match="built with other transfer settings"):
+        train_multitask_model(*args, state, {"exclude": ["*.bias"]})

@@ -123,3 +123,19 @@ def test_a_state_for_another_model_is_refused_naming_what_differs(model_inputs):
         ValueError, match="does not fit the model being trained.*missing"
     ):
         _train(model_inputs, warm, epochs=1)
+
+
+def test_freezing_every_parameter_is_refused_before_training(model_inputs):
+    torch.manual_seed(5)
+    model = build_model(TASKS, "lenet")
+    every = frozenset(n for n, _ in model.named_parameters())
+    warm = WarmStart(model.state_dict(), every, freeze_epochs=1)
+    with pytest.raises(ValueError, match="would freeze every parameter.*'heads.\\*'"):
+        _train(model_inputs, warm, epochs=1)
+
+
+def test_a_gradient_level_strategy_on_a_model_sharing_nothing_is_still_an_error(
+    model_inputs,
+):
+    with pytest.raises(ValueError, match="shares none"):
+        _train(model_inputs, None, epochs=1, weighting="upgrad", shared_stages=0)

@@ -187,7 +187,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
         raise TransferError(
             f"{str(path)!r} is not a checkpoint torch.load can read with "
-            f"weights_only=True: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            f"weights_only=True: {type(error).__name__}: "
+            f"{(str(error).splitlines() or [''])[0][:200]}"
         ) from None
     return state_dict_of(obj, repr(str(path)))
 
@@ -365,6 +366,12 @@ def transfer_weights(
         used.add(found.name)
         entry["status"] = "transferred"
     report.unused_sources = [name for name in source if name not in used]
+    if not any(e.get("reason", "").startswith(("no source", "shape")) or e["status"] ==
+               "transferred" for e in report.entries):  # fmt: skip
+        raise TransferError(
+            "nothing transferable: transfer.include / transfer.exclude select no "
+            f"target tensor (include {list(mapping.include)}, exclude {list(mapping.exclude)})"
+        )
     if not report.transferred:
         raise TransferError(
             "nothing transferable: no target tensor found a source of its shape "

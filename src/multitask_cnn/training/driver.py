@@ -85,6 +85,16 @@ def train_model(
     network = network.to(device)
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
     moved = warm_start.transferred if warm_start is not None else frozenset()
+    if (
+        moved
+        and warm_start.freeze_epochs
+        and moved >= {n for n, _ in network.named_parameters()}
+    ):
+        raise ValueError(
+            f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
+            "the transfer filled the heads too; leave them out (transfer.exclude: "
+            "['heads.*']) or do not freeze"
+        )
     groups = [{"params": [p for n, p in network.named_parameters() if n not in moved]}]
     if moved:
         groups.append({"params": [p for n, p in network.named_parameters() if n in moved],

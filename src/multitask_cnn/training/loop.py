@@ -190,6 +190,7 @@ def train_one_epoch(
         check_every = 1 if device.type == "cpu" else 50
     shared_params = [p for p in model.shared.parameters() if p.requires_grad]
     last_shared = [p for p in model.last_shared_layer() if p.requires_grad]
+    frozen = any(not p.requires_grad for p in model.shared.parameters())
     bar = tqdm(
         source, total=n_steps, desc=desc, leave=False, disable=None
     )  # quiet off a tty
@@ -208,7 +209,14 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         labelled = {task: count for task, (_, count) in terms.items()}
         weights = strategy.backward(
-            Step(losses, features, shared_params, last_shared, labelled)
+            Step(
+                losses,
+                features,
+                shared_params,
+                last_shared,
+                labelled,
+                shared_frozen=frozen and not shared_params,
+            )
         )
         optimizer.step()
         strategy.after_optimizer_step()

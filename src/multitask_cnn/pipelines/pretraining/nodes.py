@@ -17,7 +17,7 @@ from multitask_cnn.config import (
     pretraining_budget,
 )
 from multitask_cnn.data.fashion_mnist import CLASSES, FashionMNIST
-from multitask_cnn.data.multifashion import scatter_items, train_val_pools
+from multitask_cnn.data.multifashion import scatter_items, split_pool, train_val_pools
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import to_model_input
 from multitask_cnn.models import build_model
@@ -124,29 +124,33 @@ def _from_file(
         raise ValueError(f"{where} must be a dict with 'images' and 'labels'")
     images = np.asarray(data["images"])
     side = prep.canvas_size
-    if images.dtype != np.uint8 or images.shape[-2:] != (side, side):
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (side, side):
         raise ValueError(
-            f"{where}: images must be uint8 (N, {side}, {side}) like the canvas "
+            f"{where}: images must be uint8 (N, {side}, {side}), grey like the canvas "
             f"(data_prep.canvas_size), got {images.dtype} {images.shape}"
         )
     if label not in data["labels"]:
         raise ValueError(
             f"{where} has no label {label!r} (pretraining.label); it has {sorted(data['labels'])}"
         )
-    labels = np.asarray(data["labels"][label]).astype(np.int64)
-    if labels.shape != (len(images),) or labels.min() < 0:
+    labels = np.asarray(data["labels"][label])
+    if (
+        not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),)
+        or len(labels) < 2 or labels.min() < -1 or len(np.unique(labels[labels >= 0])) < 2
+    ):  # fmt: skip
         raise ValueError(
-            f"{where}: label {label!r} must hold one class id >= 0 per image "
-            f"({len(images)}), got shape {labels.shape}, min {labels.min()}"
+            f"{where}: label {label!r} must hold one integer class id per image (>= 0; "
+            f"-1 = missing), at least two classes, for its {len(images)} images; got "
+            f"{labels.dtype} of shape {labels.shape}"
         )
-    order = numpy_generator(prep.seed, "pretraining_file_val").permutation(len(images))
-    n_val = max(1, int(round(prep.val_fraction * len(images))))
-    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-    n_classes = int(labels.max()) + 1
+    labels = labels.astype(np.int64)
+    train_rows, val_rows = split_pool(
+        labels, prep.val_fraction, numpy_generator(prep.seed, "pretraining_file_val")
+    )  # stratified by class, as data_prep splits the official train images
     return (
         to_model_input(images[train_rows], {label: labels[train_rows]}, stats),
         to_model_input(images[val_rows], {label: labels[val_rows]}, stats),
-        _spec_for(max(n_classes, 2), None),
+        _spec_for(int(labels.max()) + 1, None),
     )
 
 

@@ -19,10 +19,10 @@ from multitask_cnn.config import (
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import (
     TransferError,
-    TransferReport,
     load_state_dict_file,
     transfer_weights,
 )
+from multitask_cnn.pipelines.pretraining.nodes import PRETRAINED_FORMAT
 from multitask_cnn.provenance import project_root
 from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tracking import final_metrics
@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def _source(
-    pretrained_backbone: dict[str, Any] | None, config: TransferConfig, backbone: str
+    pretrained_backbone: dict[str, Any] | None,
+    config: TransferConfig,
+    model: ModelConfig,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The source state_dict and a description of where it comes from."""
     if config.checkpoint is not None:
@@ -40,14 +42,24 @@ def _source(
         return load_state_dict_file(path), {"file": str(path)}
     if pretrained_backbone is None:
         raise TransferError(
-            "no pretrained backbone at data/06_models/pretrained_backbone.pt (the "
-            "pretrained_backbone catalog entry): run the pretraining pipeline first, or "
-            "set transfer.checkpoint to a state_dict file"
+            "no pretrained backbone (the pretrained_backbone catalog entry, "
+            "<data_root>/06_models/pretrained_backbone.pt): run the pretraining pipeline "
+            "first, or set transfer.checkpoint to a state_dict file"
         )
-    if pretrained_backbone["backbone"] != backbone:
+    if pretrained_backbone.get("format") != PRETRAINED_FORMAT:
         raise TransferError(
-            f"the pretrained backbone is {pretrained_backbone['backbone']!r} but "
-            f"model.backbone is {backbone!r}: rerun the pretraining pipeline"
+            "the pretrained_backbone file was not written by the pretraining pipeline of "
+            "this version: rerun the pretraining pipeline"
+        )
+    then = {
+        "backbone": pretrained_backbone["backbone"],
+        "backbone_args": pretrained_backbone["backbone_args"],
+    }
+    now = {k: model.effective()[k] for k in ("backbone", "backbone_args")}
+    if then != now:
+        raise TransferError(
+            f"the backbone was pretrained as {then} but the model is {now}: rerun the "
+            "pretraining pipeline (kedro run --pipelines pretraining,weight_transfer)"
         )
     provenance = pretrained_backbone.get("provenance", {})
     return pretrained_backbone["state_dict"], {
@@ -60,23 +72,36 @@ def _source(
     }
 
 
-def _transferred(
-    specs: dict[str, Any], model_config: ModelConfig, shared_stages: int | None,
-    source: dict[str, torch.Tensor], config: TransferConfig, seed: int,
-) -> tuple[torch.nn.Module, TransferReport]:  # fmt: skip
-    """A model built as training builds it (the ``model_init`` stream of the seed, so
-    untransferred tensors start as a scratch run's would), filled from ``source``."""
-    torch.manual_seed(torch_seed(seed, "model_init"))
-    network = build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
-                          shared_stages=shared_stages)  # fmt: skip
-    return network, transfer_weights(network, source, config.mapping())
-
-
-def _start(network: torch.nn.Module, report: TransferReport) -> dict[str, Any]:
+def _start(network: torch.nn.Module, transferred: set[str]) -> dict[str, Any]:
+    """A model's whole state and the names of its transferred parameters."""
     names = {name for name, _ in network.named_parameters()}
     return {
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "transferred": sorted(set(report.transferred) & names),
+        "transferred": sorted(transferred & names),
+    }
+
+
+def _baseline_start(
+    task: str, single: torch.nn.Module, multitask: dict[str, torch.Tensor], transferred: set[str]
+) -> tuple[set[str], dict[str, int]]:  # fmt: skip
+    """Give the single-task model of ``task`` exactly the transferred tensors of the
+    multi-task model on ``task``'s path (a shared stage, or ``task``'s own copy, and its
+    head); its other tensors keep their initial values. Returns the names moved and
+    counts like the report's."""
+    state, moved = single.state_dict(), set()
+    for name in state:
+        rest = name.removeprefix("shared.")
+        for origin in (name, f"task_stages.{task}.{rest}"):
+            if origin in transferred:
+                state[name] = multitask[origin].clone()
+                moved.add(name)
+                break
+    single.load_state_dict(state)
+    params = {n: p.numel() for n, p in single.named_parameters()}
+    return moved, {
+        "tensors_transferred": len(moved),
+        "parameters_transferred": sum(params[n] for n in moved if n in params),
+        "parameters_total": sum(params.values()),
     }
 
 
@@ -87,46 +112,53 @@ def transfer_initial_state(
     training: dict[str, Any],
     transfer: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:
-    """Build the multi-task model from its spec and fill it from the pretrained
-    backbone or ``transfer.checkpoint``. Each single-task baseline gets its start from
-    the same source and mapping (under ``baselines``), so that Δm compares sharing
-    with not sharing, both transferred.
+    """Build the multi-task model from its spec (the ``model_init`` stream of the seed,
+    so untransferred tensors start as a scratch run's would) and fill it from the
+    pretrained backbone or ``transfer.checkpoint``. Each single-task baseline starts
+    from the same transferred tensors on its task's path (under ``baselines``), so
+    that Δm compares sharing with not sharing, both transferred.
 
     Returns the initial state (whole state_dict, the transferred parameter names, the
-    spec it fits, the baselines' starts), the transfer report, and its counts as
-    ``transfer.*`` metrics.
+    settings it was built with, the baselines' starts), the transfer report, and its
+    counts as ``transfer.*`` metrics.
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
     config = parse(TransferConfig, transfer, "transfer")
     seed = parse(TrainingConfig, training, "training").seed
-    source, origin = _source(pretrained_backbone, config, model_config.backbone)
+    source, origin = _source(pretrained_backbone, config, model_config)
 
-    network, report = _transferred(specs, model_config, model_config.shared_stages,
-                                   source, config, seed)  # fmt: skip
-    parameter_names = {name for name, _ in network.named_parameters()}
-    document = {"source": origin} | report.to_dict(parameter_names)
+    def build(task_specs: dict[str, Any], shared_stages: int | None) -> torch.nn.Module:
+        torch.manual_seed(torch_seed(seed, "model_init"))
+        return build_model(task_specs, model_config.backbone,
+                           backbone_args=model_config.backbone_args, shared_stages=shared_stages)  # fmt: skip
+
+    network = build(specs, model_config.shared_stages)
+    report = transfer_weights(network, source, config.mapping())
+    transferred = set(report.transferred)
+    document = {"source": origin} | report.to_dict(
+        {n for n, _ in network.named_parameters()}
+    )
     counts = document["counts"]
     logger.info(
         "Weight transfer: %d of %d tensors transferred (%d of %d parameters), %d skipped",
         counts["tensors_transferred"], len(report.entries),
         counts["parameters_transferred"], counts["parameters_total"], counts["tensors_skipped"],
     )  # fmt: skip
-    baselines = {}
-    document["baselines"] = {}
+    multitask_state = network.state_dict()
+    baselines, document["baselines"] = {}, {}
     for task, spec in specs.items():
-        single, single_report = _transferred(
-            {task: spec}, model_config, None, source, config, seed
+        single = build({task: spec}, None)
+        moved, document["baselines"][task] = _baseline_start(
+            task, single, multitask_state, transferred
         )
-        baselines[task] = _start(single, single_report)
-        document["baselines"][task] = single_report.counts(
-            {n for n, _ in single.named_parameters()}
-        )
-    initial_state = _start(network, report) | {
+        baselines[task] = _start(single, moved)
+    initial_state = _start(network, transferred) | {
         "config": {
             "tasks": effective_tasks(specs),
             "model": model_config.effective(),
             "seed": seed,
+            "transfer": config.mapping_settings(),
         },  # fmt: skip
         "source": origin,
         "baselines": baselines,

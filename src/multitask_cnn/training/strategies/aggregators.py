@@ -53,8 +53,13 @@ class AggregatorStrategy(Strategy):
         self.aggregator = type(self).make(len(self.tasks), **options)
 
     def backward(self, step: Step) -> torch.Tensor:
-        if not step.shared_params:  # all frozen (transfer.freeze_epochs): no conflict
-            return plain_backward(step, self.tasks)
+        if not step.shared_params:
+            if step.shared_frozen:  # transfer.freeze_epochs: the tasks cannot conflict
+                return plain_backward(step, self.tasks)
+            raise ValueError(
+                f"{type(self).__name__} aggregates the gradients of shared parameters, "
+                "but the model shares none (model.shared_stages: 0)"
+            )
         mtl_backward([step.losses[t] for t in self.tasks], features=step.features,
                      shared_params=step.shared_params)  # fmt: skip
         with (

@@ -46,6 +46,7 @@ class Step:
     labelled: dict[str, torch.Tensor] | None = (
         None  # task -> labelled rows in the batch
     )
+    shared_frozen: bool = False  # the model shares parameters, all frozen just now
 
 
 def plain_backward(

@@ -46,8 +46,14 @@ class GradNorm(Strategy):
         return self
 
     def backward(self, step: Step) -> torch.Tensor:
-        if not step.last_shared:  # frozen (transfer.freeze_epochs): nothing to balance
-            return plain_backward(step, self.tasks, self.weights.detach())
+        if not step.last_shared:
+            if (
+                step.shared_frozen or step.shared_params
+            ):  # the last one frozen: weights kept
+                return plain_backward(step, self.tasks, self.weights.detach())
+            raise ValueError(
+                "gradnorm needs shared parameters (model.shared_stages >= 1)"
+            )
         values = self._stack(step.losses)
         labelled = (
             torch.stack([step.labelled[t] > 0 for t in self.tasks])
