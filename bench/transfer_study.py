@@ -12,6 +12,9 @@ tasks). Prints Markdown tables and writes every row (with its val curve) as JSON
     KEDRO_DISABLE_TELEMETRY=1 .venv/bin/python bench/transfer_study.py \\
         --backbones lenet,convnet --fractions 0.02,0.1,1 --seeds 3 --epochs 8 \\
         --out bench/results/transfer_study.json
+
+`--variants scratch,conv` runs a subset; `--tables A.json B.json` prints the tables of
+earlier result files, merged.
 """
 
 from __future__ import annotations
@@ -89,7 +92,23 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("bench/results/transfer_study.json")
     )
+    parser.add_argument(
+        "--variants",
+        default="scratch,all,conv",
+        help="scratch, all (every stage transferred), conv (fc left out)",
+    )
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print the tables of earlier result files, merged",
+    )
     args = parser.parse_args()
+    if args.tables:
+        files = [json.loads(path.read_text()) for path in args.tables]
+        print_tables(files[0] | {"rows": [row for f in files for row in f["rows"]]})
+        return
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
 
@@ -103,6 +122,8 @@ def main() -> None:
     budget = replace(default.budget(), epochs=args.epochs, patience=args.epochs)
     variants = {"scratch": None, "transfer (all stages)": TransferMapping(),
                 "transfer (conv stages)": TransferMapping(exclude=("backbone.fc.*",))}  # fmt: skip
+    chosen = dict(zip(("scratch", "all", "conv"), variants, strict=True))
+    variants = {chosen[v]: variants[chosen[v]] for v in args.variants.split(",")}
     out = {"args": {k: str(v) for k, v in vars(args).items()}, "device": str(device),
            "threads": torch.get_num_threads(), "pretraining": {}, "rows": []}  # fmt: skip
     started = time.perf_counter()

@@ -64,18 +64,17 @@ def test_pretraining_weight_transfer_training_and_evaluation_in_one_run(project_
         (project_copy / "data/smoke/08_reporting/transfer_report.json").read_text()
     )
     assert report["source"]["pretrained"]["run_id"] == run_id
-    assert (
-        report["counts"]["tensors_transferred"] == 6
-    )  # conv1, conv2, fc: weight + bias
-    assert metrics["transfer.tensors_transferred"] == 6
-    assert metrics["transfer.parameters_transferred"] == 30890
-    assert metrics["transfer.tensors_skipped"] == 4  # the two heads
+    assert report["counts"]["tensors_transferred"] == 4  # conv1, conv2: weight, bias
+    assert metrics["transfer.tensors_transferred"] == 4
+    assert metrics["transfer.parameters_transferred"] == 820 + 5020
+    assert metrics["transfer.tensors_skipped"] == 6  # fc (by default), the heads
     by_target = {e["target"]: e for e in report["tensors"]}
     assert by_target["shared.conv1.0.weight"]["source"] == "backbone.conv1.0.weight"
     assert by_target["heads.left.0.bias"]["reason"] == "no source tensor"
+    assert by_target["shared.fc.1.weight"]["reason"] == "excluded by 'backbone.fc.*'"
     # training started from the transfer, frozen for one epoch
     frozen = client.get_metric_history(run_id, "transfer.frozen_parameters")
-    assert [(m.step, m.value) for m in frozen] == [(1, 30890), (2, 0)]
+    assert [(m.step, m.value) for m in frozen] == [(1, 5840), (2, 0)]
     checkpoint = torch.load(project_copy / "data/smoke/06_models/multitask_checkpoint.pt",
                             weights_only=True)  # fmt: skip
     transfer = checkpoint["config"]["transfer"]

@@ -255,7 +255,9 @@ class TransferConfig(_Strict):
     # backbone the pretraining pipeline saved
     checkpoint: str | None = None
     include: list[str] = Field(default_factory=lambda: ["*"])  # globs on target names
-    exclude: list[str] = Field(default_factory=list)
+    # globs left out; None: the backbone's `fc` stage when it has one (README "The
+    # transfer study": the FC features of a one-item task do not help two items)
+    exclude: list[str] | None = None
     renames: list[str] = Field(
         default_factory=list
     )  # "conv1.* -> backbone.stem.conv1.*"
@@ -270,6 +272,15 @@ class TransferConfig(_Strict):
             Rename.parse(text)
         return value
 
+    def for_backbone(self, model: ModelConfig) -> TransferConfig:
+        """With ``exclude`` filled in for ``model``'s backbone when it is None."""
+        if self.exclude is not None:
+            return self
+        stages = get_backbone(model.backbone, **model.backbone_args).stage_names
+        return self.model_copy(
+            update={"exclude": ["backbone.fc.*"] if "fc" in stages else []}
+        )
+
     def mapping_settings(self) -> dict[str, Any]:
         """What an initial state is built with (freezing and the learning-rate scale
         are read when training starts)."""
@@ -277,6 +288,10 @@ class TransferConfig(_Strict):
         return {k: v for k, v in self.model_dump(mode="json").items() if k in keys}
 
     def mapping(self) -> TransferMapping:
+        if self.exclude is None:
+            raise ValueError(
+                "transfer.exclude is not filled in: call for_backbone() first"
+            )
         return TransferMapping.from_config(
             self.include, self.exclude, self.renames, self.channel_adapt
         )
@@ -356,6 +371,7 @@ class ProjectParameters(_Strict):
         return self.model_dump(mode="json") | {
             "tasks": effective_tasks(self.tasks),
             "model": model,
+            "transfer": self.transfer.for_backbone(self.model).model_dump(mode="json"),
         }
 
 

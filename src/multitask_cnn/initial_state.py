@@ -34,7 +34,7 @@ def warm_start(
             "set transfer.enabled: false"
         )
     now = {"tasks": effective_tasks(specs), "model": model_config.effective(), "seed": seed,
-           "transfer": transfer.mapping_settings()}  # fmt: skip
+           "transfer": transfer.for_backbone(model_config).mapping_settings()}  # fmt: skip
     differs = sorted(k for k in now if initial_state["config"].get(k) != now[k])
     if differs:
         raise ValueError(

@@ -78,7 +78,9 @@ def train_baselines(
     images = {
         split: fingerprint({"images": m["images"]}) for split, m in inputs.items()
     }
-    transfer_config = parse(TransferConfig, transfer, "transfer")
+    transfer_config = parse(TransferConfig, transfer, "transfer").for_backbone(
+        model_config
+    )
     starts = {task: warm_start(initial_state, specs, model_config, config.seed, transfer_config,
                                baseline=task) for task in specs}  # fmt: skip
     previous = previous_baselines or {}

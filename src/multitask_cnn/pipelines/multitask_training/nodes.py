@@ -52,7 +52,9 @@ def train_multitask_model(
     check_labels(specs, train.labels, "train")  # before any long work
     check_labels(specs, val.labels, "val")
 
-    transfer_config = parse(TransferConfig, transfer, "transfer")
+    transfer_config = parse(TransferConfig, transfer, "transfer").for_backbone(
+        model_config
+    )
     start = warm_start(initial_state, specs, model_config, config.seed, transfer_config)
     state = train_model(
         lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,

@@ -124,7 +124,7 @@ def transfer_initial_state(
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
-    config = parse(TransferConfig, transfer, "transfer")
+    config = parse(TransferConfig, transfer, "transfer").for_backbone(model_config)
     seed = parse(TrainingConfig, training, "training").seed
     source, origin = _source(pretrained_backbone, config, model_config)
 
