@@ -40,7 +40,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 
 def test_pretraining_weight_transfer_training_and_evaluation_in_one_run(project_copy):
-    _run(project_copy, ["data_prep", "baselines"])
+    _run(project_copy, ["data_prep", "baselines"], transfer={"enabled": False})
     _run(project_copy, CHAIN, transfer={"freeze_epochs": 1, "lr_scale": 0.5})
     client, run = _last_run(project_copy)
     assert run.info.status == "FINISHED"
@@ -85,6 +85,8 @@ def test_pretraining_weight_transfer_training_and_evaluation_in_one_run(project_
     )
     assert transfer["source"]["pretrained"]["run_id"] == run_id
     assert 0 <= metrics["test.left.accuracy"] <= 1 and "delta_m" in metrics
+    # the baselines it compared against were trained from scratch: the run says so
+    assert "transfer.enabled" in run.data.tags["stl.left.config_differs"].split(",")
 
     # unchanged inputs: the pretraining is reused, not repeated
     _run(project_copy, ["pretraining"])
