@@ -105,9 +105,11 @@ def main() -> None:
         help="only print the tables of earlier result files, merged",
     )
     args = parser.parse_args()
-    if args.tables:
+    if args.tables:  # a row measured again (same backbone, data, seed, start) replaces the earlier one
         files = [json.loads(path.read_text()) for path in args.tables]
-        print_tables(files[0] | {"rows": [row for f in files for row in f["rows"]]})
+        rows = {(r["backbone"], r["fraction"], r["seed"], r["variant"]): r
+                for f in files for r in f["rows"]}  # fmt: skip
+        print_tables(files[0] | {"rows": list(rows.values())})
         return
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)

@@ -256,6 +256,8 @@ def _baseline_differences(
         transfer = {
             k: v for k, v in config.get("transfer", {}).items() if k != "source"
         }
+        if transfer.get("enabled") is False:  # from scratch: nothing else counts
+            transfer = {"enabled": False}
         return {"tasks": {task: config.get("tasks", {}).get(task)}, "model": model,
                 "training": training, "transfer": transfer}  # fmt: skip
 

@@ -33,6 +33,11 @@ def warm_start(
             "weight_transfer pipeline first (kedro run --pipelines weight_transfer), or "
             "set transfer.enabled: false"
         )
+    if "failed" in initial_state:
+        raise ValueError(
+            "the last weight_transfer (run with transfer.enabled: false) could not "
+            f"transfer: {initial_state['failed']['error']}; fix that and rerun weight_transfer"
+        )
     now = {"tasks": effective_tasks(specs), "model": model_config.effective(), "seed": seed,
            "transfer": transfer.for_backbone(model_config).mapping_settings()}  # fmt: skip
     differs = sorted(k for k in now if initial_state["config"].get(k) != now[k])

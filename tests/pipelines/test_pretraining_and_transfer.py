@@ -242,3 +242,15 @@ def test_training_refuses_an_initial_state_built_with_another_mapping(model_inpu
     )
     with pytest.raises(ValueError, match="built with other transfer settings"):
         train_multitask_model(*args, state, {"exclude": ["*.bias"]})
+
+
+def test_a_failing_transfer_does_not_stop_a_run_from_scratch(model_inputs):
+    state, report, metrics = transfer_initial_state(
+        None, TASKS, {}, TRAINING, {"enabled": False}
+    )
+    assert "no pretrained backbone" in report["error"] and metrics == {}
+    args = (model_inputs[0], model_inputs[1], STATS, TASKS, {}, TRAINING, {})
+    checkpoint, _, _ = train_multitask_model(*args, state, {"enabled": False})
+    assert checkpoint["config"]["transfer"]["source"] is None
+    with pytest.raises(ValueError, match="could not transfer: no pretrained backbone"):
+        train_multitask_model(*args, state, {"enabled": True})

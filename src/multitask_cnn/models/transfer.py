@@ -376,7 +376,9 @@ def transfer_weights(
         raise TransferError(
             "nothing transferable: no target tensor found a source of its shape "
             f"(target names such as {every_alias[:4]}, source names such as "
-            f"{list(source)[:4]}); set transfer.renames to map them"
+            f"{list(source)[:4]}); set transfer.renames to map them, or include "
+            "tensors the source has (the pretrained backbone has no heads; the default "
+            "exclude leaves out backbone.fc.*: set exclude: [] to carry it)"
         )
     model.load_state_dict(new_state)
     return report

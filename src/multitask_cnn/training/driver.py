@@ -93,7 +93,7 @@ def train_model(
         raise ValueError(
             f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
             "the transfer filled the heads too; leave them out (transfer.exclude: "
-            "['heads.*']) or do not freeze"
+            "['backbone.fc.*', 'heads.*']) or do not freeze"
         )
     groups = [{"params": [p for n, p in network.named_parameters() if n not in moved]}]
     if moved:

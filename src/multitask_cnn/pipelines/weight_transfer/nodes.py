@@ -126,6 +126,21 @@ def transfer_initial_state(
     model_config = parse(ModelConfig, model, "model")
     config = parse(TransferConfig, transfer, "transfer").for_backbone(model_config)
     seed = parse(TrainingConfig, training, "training").seed
+    try:
+        return _transfer(pretrained_backbone, specs, model_config, config, seed)
+    except TransferError as error:
+        if config.enabled:
+            raise
+        logger.warning("transfer.enabled is false, so training starts from scratch; the "
+                       "transfer itself would fail: %s", error)  # fmt: skip
+        failed = {"enabled": False, "error": str(error)}
+        return {"config": {}, "failed": failed}, failed, {}
+
+
+def _transfer(
+    pretrained_backbone: dict[str, Any] | None, specs: dict[str, Any],
+    model_config: ModelConfig, config: TransferConfig, seed: int,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:  # fmt: skip
     source, origin = _source(pretrained_backbone, config, model_config)
 
     def build(task_specs: dict[str, Any], shared_stages: int | None) -> torch.nn.Module:
