@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from multitask_cnn.config import parse_tasks
 from multitask_cnn.data.fashion_mnist import (
     DEBIAN_DIR,
     FashionMNIST,
@@ -17,6 +18,10 @@ from multitask_cnn.pipelines.data_prep.nodes import (
     compute_normalisation,
 )
 from multitask_cnn.training import Split
+
+# the two MultiFashion tasks every bench script trains
+TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
+                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
 
 
 def multifashion_inputs(

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-from _multifashion import multifashion_splits
+from _multifashion import TASKS, multifashion_splits
 
-from multitask_cnn.config import parse_tasks
 from multitask_cnn.evaluation import delta_m
 from multitask_cnn.models import build_model, count_parameters, get_backbone
 from multitask_cnn.training import (
@@ -37,9 +36,6 @@ from multitask_cnn.training import (
     resolve_device,
     train_model,
 )
-
-TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
-                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
 
 
 def test_metrics(model, test: Split, specs, device) -> dict[str, dict[str, float]]:

@@ -17,9 +17,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _multifashion import multifashion_splits
+from _multifashion import TASKS, multifashion_splits
 
-from multitask_cnn.config import parse_tasks
 from multitask_cnn.models import build_model
 from multitask_cnn.tasks import kinds_of
 from multitask_cnn.training import (
@@ -28,9 +27,6 @@ from multitask_cnn.training import (
     resolve_device,
     train_one_epoch,
 )
-
-TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
-                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
 
 
 def plain_epoch(model, images, left, right, optimizer, device, batch_size, generator):

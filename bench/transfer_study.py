@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _multifashion import multifashion_inputs
+from _multifashion import TASKS, multifashion_inputs
 
-from multitask_cnn.config import TrainingConfig, parse_tasks
+from multitask_cnn.config import TrainingConfig
 from multitask_cnn.models import build_model, get_backbone
 from multitask_cnn.models.transfer import TransferMapping, transfer_weights
 from multitask_cnn.pipelines.pretraining.nodes import (
@@ -48,8 +48,6 @@ from multitask_cnn.training import (
     train_model,
 )
 
-TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
-                     "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
 LABELS = {t: t for t in TASKS}
 
 

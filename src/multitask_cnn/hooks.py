@@ -253,9 +253,7 @@ def _baseline_differences(
             for k, v in config.get("training", {}).items()
             if k in _BASELINE_TRAINING
         }
-        transfer = {
-            k: v for k, v in config.get("transfer", {}).items() if k != "source"
-        }
+        transfer = dict(config.get("transfer", {}))
         if transfer.get("enabled") is False:  # from scratch: nothing else counts
             transfer = {"enabled": False}
         return {"tasks": {task: config.get("tasks", {}).get(task)}, "model": model,

@@ -10,7 +10,7 @@ from multitask_cnn.config import ModelConfig, TransferConfig, effective_tasks
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.training import WarmStart
 
-__all__ = ["warm_start"]
+__all__ = ["transfer_record", "warm_start"]
 
 
 def warm_start(
@@ -44,8 +44,8 @@ def warm_start(
     if differs:
         raise ValueError(
             f"the initial state was built with other {', '.join(differs)} settings than "
-            "this run's: rerun weight_transfer first (kedro run --pipelines "
-            "weight_transfer,baselines,multitask_training)"
+            "this run's: rebuild it first (kedro run --pipelines "
+            "pretraining,weight_transfer,baselines,multitask_training)"
         )
     start = initial_state if baseline is None else initial_state["baselines"][baseline]
     return WarmStart(
@@ -54,3 +54,14 @@ def warm_start(
         freeze_epochs=transfer.freeze_epochs,
         lr_scale=transfer.lr_scale,
     )
+
+
+def transfer_record(
+    transfer: TransferConfig,
+    initial_state: dict[str, Any] | None,
+    start: WarmStart | None,
+) -> dict[str, Any]:
+    """What a checkpoint records of its start: the ``transfer`` settings and where the
+    transferred weights came from (None: from scratch)."""
+    source = initial_state["source"] if start is not None else None
+    return transfer.model_dump(mode="json") | {"source": source}

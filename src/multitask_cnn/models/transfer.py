@@ -314,6 +314,7 @@ def transfer_weights(
         "renames": [str(r) for r in mapping.renames], "channel_adapt": mapping.channel_adapt,
     })  # fmt: skip
     used: set[str] = set()
+    selected = 0  # targets the include / exclude patterns let through
     new_state = dict(targets)
     for target, tensor in targets.items():
         names = aliases[target]
@@ -335,6 +336,7 @@ def transfer_weights(
             entry |= {"status": "skipped", "reason": f"excluded by {excluded!r}"
                       if excluded else "matches no include pattern"}  # fmt: skip
             continue
+        selected += 1
         found = next((sources[n] for n in names if n in sources), None)
         if found is None:
             entry |= {"status": "skipped", "reason": "no source tensor"}
@@ -366,8 +368,7 @@ def transfer_weights(
         used.add(found.name)
         entry["status"] = "transferred"
     report.unused_sources = [name for name in source if name not in used]
-    if not any(e.get("reason", "").startswith(("no source", "shape")) or e["status"] ==
-               "transferred" for e in report.entries):  # fmt: skip
+    if not selected:
         raise TransferError(
             "nothing transferable: transfer.include / transfer.exclude select no "
             f"target tensor (include {list(mapping.include)}, exclude {list(mapping.exclude)})"

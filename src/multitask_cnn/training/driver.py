@@ -80,24 +80,21 @@ def train_model(
     loads transferred weights into the built model (:class:`WarmStart`)."""
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
     network = build()
+    named = dict(network.named_parameters())
     if warm_start is not None:
-        _load_warm_start(network, warm_start)
-    network = network.to(device)
+        _load_warm_start(network, warm_start, set(named))
+    network = network.to(device)  # moves the parameters in place: `named` stays valid
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
     moved = warm_start.transferred if warm_start is not None else frozenset()
-    if (
-        moved
-        and warm_start.freeze_epochs
-        and moved >= {n for n, _ in network.named_parameters()}
-    ):
+    if moved and warm_start.freeze_epochs and moved >= set(named):
         raise ValueError(
             f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
             "the transfer filled the heads too; leave them out (transfer.exclude: "
             "['backbone.fc.*', 'heads.*']) or do not freeze"
         )
-    groups = [{"params": [p for n, p in network.named_parameters() if n not in moved]}]
+    groups = [{"params": [p for n, p in named.items() if n not in moved]}]
     if moved:
-        groups.append({"params": [p for n, p in network.named_parameters() if n in moved],
+        groups.append({"params": [p for n, p in named.items() if n in moved],
                        "lr": budget.lr * warm_start.lr_scale})  # fmt: skip
     if strategy.parameters():  # a strategy's own parameters take no weight decay
         groups.append({"params": strategy.parameters(), "weight_decay": 0.0})
@@ -123,7 +120,9 @@ def train_model(
     )  # fmt: skip
 
 
-def _load_warm_start(network: MultiTaskModel, warm_start: WarmStart) -> None:
+def _load_warm_start(
+    network: MultiTaskModel, warm_start: WarmStart, parameter_names: set[str]
+) -> None:
     """Load the transferred state, naming what does not fit the model being trained."""
     own = network.state_dict()
     missing, unexpected = (
@@ -132,9 +131,7 @@ def _load_warm_start(network: MultiTaskModel, warm_start: WarmStart) -> None:
     )
     wrong = [f"{k}: model {tuple(own[k].shape)}, state {tuple(warm_start.state[k].shape)}"
              for k in own if k in warm_start.state and own[k].shape != warm_start.state[k].shape]  # fmt: skip
-    unknown = sorted(
-        warm_start.transferred - {n for n, _ in network.named_parameters()}
-    )
+    unknown = sorted(warm_start.transferred - parameter_names)
     if missing or unexpected or wrong or unknown:
         raise ValueError(
             "the transferred state does not fit the model being trained (it was built "

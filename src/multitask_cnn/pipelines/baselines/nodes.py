@@ -15,7 +15,7 @@ from multitask_cnn.config import (
     parse,
     parse_tasks,
 )
-from multitask_cnn.initial_state import warm_start
+from multitask_cnn.initial_state import transfer_record, warm_start
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
@@ -120,8 +120,7 @@ def train_baselines(
             state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
             config={"tasks": task_spec, "model": effective_model,
                     "training": config.model_dump(mode="json") | {"weighting": "equal"},
-                    "transfer": transfer_config.model_dump(mode="json")
-                    | {"source": initial_state["source"] if start else None}},
+                    "transfer": transfer_record(transfer_config, initial_state, start)},
             normalisation=normalisation_stats, input_fingerprint=task_data, provenance=provenance,
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
