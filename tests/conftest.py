@@ -76,13 +76,46 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_inputs(fashion_mnist_small):
-    """Real MultiFashion model inputs (900 train / 300 val / 400 test)."""
+def prepared(fashion_mnist_small):
+    """Real MultiFashion through data_prep's nodes: ``(model inputs (train, val, test),
+    normalisation statistics)``, each keyed by source (900 train / 300 val / 400 test)."""
     from multitask_cnn.pipelines.data_prep.nodes import (
         build_model_input,
         compose_splits,
         compute_normalisation,
     )
 
-    splits = compose_splits(fashion_mnist_small, SMALL_DATA_PREP)
-    return build_model_input(splits, compute_normalisation(splits))
+    raw = {"multifashion": compose_splits(fashion_mnist_small, SMALL_DATA_PREP)}
+    return build_model_input(raw), compute_normalisation(raw)
+
+
+@pytest.fixture(scope="session")
+def model_inputs(prepared):
+    """data_prep's model input per split: ``{"multifashion": {"images", "labels"}}``."""
+    return prepared[0]
+
+
+@pytest.fixture(scope="session")
+def normalisation_stats(prepared):
+    """data_prep's statistics: ``{"multifashion": {"mean", "std", ...}}``."""
+    return prepared[1]
+
+
+@pytest.fixture(scope="session")
+def mf_splits(prepared):
+    """``mf_splits({"left": "left"})``: train, val and test :class:`Split` of the real
+    MultiFashion input with those labels (task: label), uint8 normalised when read."""
+    from multitask_cnn.training import Split
+
+    inputs, stats = prepared
+    mean, std = stats["multifashion"]["mean"], stats["multifashion"]["std"]
+
+    def make(label_of):
+        return [
+            Split(m["multifashion"]["images"],
+                  {t: m["multifashion"]["labels"][name] for t, name in label_of.items()},
+                  mean, std)  # fmt: skip
+            for m in inputs
+        ]
+
+    return make

@@ -39,6 +39,8 @@ from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
 __all__ = [
     "ConfigError",
     "DataPrepConfig",
+    "DigitsConfig",
+    "FusionConfig",
     "EvaluationConfig",
     "ModelConfig",
     "PRETRAINING_SOURCES",
@@ -91,6 +93,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DigitsConfig(_Strict):
+    """scikit-learn's digits on the canvas (source ``digits``)."""
+
+    item_size: PositiveInt = 28  # each 8x8 digit is resized to this and centred
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # stratified; val: val_fraction
+
+
 class DataPrepConfig(_Strict):
     """How MultiFashion is built from Fashion-MNIST (Pareto-MTL, Lin et al. 2019)."""
 
@@ -109,6 +118,7 @@ class DataPrepConfig(_Strict):
     missing_labels: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
         default_factory=dict
     )
+    digits: DigitsConfig = Field(default_factory=DigitsConfig)
 
     @field_validator("missing_labels")
     @classmethod
@@ -161,6 +171,17 @@ class EarlyStoppingConfig(_Strict):
     min_delta: NonNegativeFloat = 0.0
 
 
+class FusionConfig(_Strict):
+    """Task fusion: tasks of several data sources train in one model; each step
+    concatenates one mini-batch of every source (README "Task fusion")."""
+
+    # a source's own batch size per step, e.g. {digits: 32}; default training.batch_size
+    batch_size: dict[str, PositiveInt] = Field(default_factory=dict)
+    # steps of an epoch: largest (the source with most batches; smaller ones start a
+    # new shuffled pass when they run out) | smallest | a number of steps
+    steps: Literal["largest", "smallest"] | PositiveInt = "largest"
+
+
 class TrainingConfig(_Strict):
     epochs: PositiveInt = 15  # maximum epochs
     batch_size: PositiveInt = 256
@@ -180,6 +201,7 @@ class TrainingConfig(_Strict):
     # validation rows on which each epoch records the cosines between the tasks'
     # gradients on the shared parameters (grad_cos.<a>.<b>); 0 = off
     grad_cos_rows: NonNegativeInt = 0
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
     def budget(self) -> Budget:
         """What the multi-task model and its single-task baselines share."""
@@ -188,7 +210,8 @@ class TrainingConfig(_Strict):
             eval_batch_size=self.eval_batch_size, optimizer=self.optimizer, lr=self.lr,
             weight_decay=self.weight_decay, momentum=self.momentum,
             patience=self.early_stopping.patience, min_delta=self.early_stopping.min_delta,
-            seed=self.seed,
+            seed=self.seed, source_batch_size=dict(self.fusion.batch_size),
+            fusion_steps=self.fusion.steps,
         )  # fmt: skip
 
     @field_validator("weighting")
@@ -350,6 +373,18 @@ class ProjectParameters(_Strict):
                 f"training.weighting={name!r} works on the shared parameters' gradients, "
                 "but model.shared_stages=0 shares none; share at least one stage or use "
                 "equal, static, uncertainty, dwa, famo or rlw"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fusion_sources(self) -> ProjectParameters:
+        """``training.fusion.batch_size`` names sources the tasks read."""
+        read = {spec.source for spec in self.tasks.values()}
+        unknown = sorted(set(self.training.fusion.batch_size) - read)
+        if unknown:
+            raise ValueError(
+                f"training.fusion.batch_size names sources {unknown} that no task reads; "
+                f"the tasks read {sorted(read)}"
             )
         return self
 

@@ -31,7 +31,7 @@ from sklearn.metrics import (
     accuracy_score,
     f1_score,
     mean_absolute_error,
-    mean_squared_error,
+    root_mean_squared_error,
 )
 
 from multitask_cnn.registry import Registry
@@ -288,11 +288,13 @@ class Binary(TaskKind):
 
 @_register
 class Regression(TaskKind):
-    """A real value; mean squared error. Labels float (NaN = missing)."""
+    """A real value; mean squared error on targets standardised with the train split's
+    mean and std; test metrics (MAE, RMSE) in original units. Labels float (NaN =
+    missing)."""
 
     name = "regression"
     is_classifier = False
-    lower_is_better = frozenset({"mse", "mae"})
+    lower_is_better = frozenset({"mae", "rmse"})
 
     def check_spec(self, spec: TaskSpec) -> None:
         if spec.num_classes is not None:
@@ -322,8 +324,8 @@ class Regression(TaskKind):
         self, y_true: np.ndarray, y_pred: np.ndarray, spec: TaskSpec
     ) -> dict[str, float]:
         return {
-            "mse": float(mean_squared_error(y_true, y_pred)),
             "mae": float(mean_absolute_error(y_true, y_pred)),
+            "rmse": float(root_mean_squared_error(y_true, y_pred)),
         }
 
     def check_labels(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from multitask_cnn.registry import Registry
 
+from .digits import CLASSES as DIGIT_CLASSES
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 
 __all__ = ["SOURCES", "LabelInfo", "SourceInfo"]
@@ -38,5 +39,12 @@ SOURCES.register("multifashion")(
             "footwear": LabelInfo(2, ("no footwear", "footwear")),  # binary
             "ink": LabelInfo(None),  # regression: mean pixel intensity in [0, 1]
         },
+    )
+)
+
+SOURCES.register("digits")(
+    SourceInfo(
+        description="scikit-learn's bundled handwritten digits (8x8), centred on the canvas",
+        labels={"digit": LabelInfo(10, DIGIT_CLASSES)},
     )
 )

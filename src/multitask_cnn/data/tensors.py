@@ -1,4 +1,5 @@
-"""Model input: uint8 images and their labels as the tensors the models train on."""
+"""Model input: uint8 images and their labels as tensors, and the pixel statistics the
+batch sources normalise them with."""
 
 from __future__ import annotations
 
@@ -8,21 +9,25 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_model_input"]
+__all__ = ["image_stats", "to_model_input"]
 
 
-def to_model_input(
-    images: np.ndarray, labels: Mapping[str, np.ndarray], stats: Mapping[str, Any]
-) -> dict[str, Any]:
-    """uint8 images ``(N, H, W)`` or ``(N, C, H, W)`` scaled to [0, 1] and normalised
-    with ``stats`` (``mean``, ``std``) into float32 ``(N, C, H, W)``; labels as tensors."""
+def _check_images(images: np.ndarray) -> None:
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(
             f"images must be uint8 of shape (N, H, W) or (N, C, H, W), got "
             f"{images.dtype} {images.shape}"
         )
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    tensor = tensor.sub_(stats["mean"]).div_(stats["std"])
+
+
+def to_model_input(
+    images: np.ndarray, labels: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """uint8 images ``(N, H, W)`` or ``(N, C, H, W)`` as a uint8 tensor ``(N, C, H, W)``
+    (a quarter of float32's memory; normalised batch by batch when read) and the labels
+    as tensors."""
+    _check_images(images)
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(1)  # (N, 1, H, W)
     return {
@@ -32,3 +37,25 @@ def to_model_input(
             for name, y in labels.items()
         },
     }
+
+
+def image_stats(
+    images: np.ndarray | torch.Tensor, chunk: int = 8192
+) -> dict[str, float]:
+    """Mean and std of the pixels of uint8 ``images`` scaled to [0, 1] (float64 sums,
+    in chunks: no float copy of the whole array)."""
+    images = np.asarray(images)
+    _check_images(images)
+    total = total_sq = 0.0
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].astype(np.float64) / 255.0
+        total += float(part.sum())
+        total_sq += float(np.square(part).sum())
+    n = images.size
+    if n == 0:
+        raise ValueError("no images to compute the normalisation from")
+    mean = total / n
+    std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
+    if std == 0:
+        raise ValueError("train images are constant; cannot normalise")
+    return {"mean": mean, "std": std}

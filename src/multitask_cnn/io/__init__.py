@@ -6,6 +6,7 @@ previous file, never a half-written one.
 
 from .atomic import AtomicFileDataset, atomic_path
 from .csv_dataset import CSVDataset
+from .digits_dataset import DigitsDataset
 from .fashion_mnist_dataset import FashionMNISTDataset
 from .figures_dataset import FiguresDataset
 from .json_dataset import JSONDataset
@@ -15,6 +16,7 @@ from .torch_dataset import TorchDataset
 __all__ = [
     "AtomicFileDataset",
     "CSVDataset",
+    "DigitsDataset",
     "FashionMNISTDataset",
     "FiguresDataset",
     "JSONDataset",

@@ -25,7 +25,7 @@ __all__ = [
     "task_differences",
 ]
 
-CHECKPOINT_FORMAT = 2  # 1: before the checkpoint described itself
+CHECKPOINT_FORMAT = 3  # 2: one data source; 1: before the checkpoint described itself
 _COMPARED = ("kind", "num_classes", "source", "label")
 
 
@@ -73,13 +73,9 @@ def check_checkpoint(
     }
     problems = task_differences(specs, trained)
     if normalisation is not None:
-        then = checkpoint["normalisation"]
-        for key in ("mean", "std"):
-            if not math.isclose(normalisation[key], then[key], rel_tol=1e-9):
-                problems.append(
-                    f"the data is normalised with {key} {normalisation[key]:.6g}, the model "
-                    f"was trained with {then[key]:.6g} (data_prep settings changed since)"
-                )
+        problems += _normalisation_differences(
+            normalisation, checkpoint["normalisation"]
+        )
     if problems:
         raise CheckpointMismatchError(
             "the checkpoint does not match the current spec and data:\n  - "
@@ -87,6 +83,36 @@ def check_checkpoint(
             + "\nRetrain (`kedro run`), or restore the settings it was trained with."
         )
     return trained
+
+
+def _normalisation_differences(
+    now: Mapping[str, Any], then: Mapping[str, Any]
+) -> list[str]:
+    """How the data's per-source statistics (pixels, regression targets) differ from
+    those the model was trained with."""
+    problems = []
+    for source, trained in then.items():
+        if source not in now:
+            problems.append(
+                f"the model was trained on source {source!r}, which the data lacks"
+            )
+            continue
+        pairs = [
+            ("", key, now[source].get(key), trained[key]) for key in ("mean", "std")
+        ]
+        for label, target in trained.get("targets", {}).items():
+            current = now[source].get("targets", {}).get(label, {})
+            pairs += [(f" label {label!r}", key, current.get(key), target[key])
+                      for key in ("mean", "std")]  # fmt: skip
+        for what, key, value, value_then in pairs:
+            if value is None or not math.isclose(value, value_then, rel_tol=1e-9):
+                shown = "none" if value is None else f"{value:.6g}"
+                problems.append(
+                    f"source {source!r}{what}: the data is normalised with {key} {shown}, "
+                    f"the model was trained with {value_then:.6g} (data_prep settings "
+                    "changed since)"
+                )
+    return problems
 
 
 def build_checkpoint(
@@ -99,10 +125,13 @@ def build_checkpoint(
     input_fingerprint: Mapping[str, str],
     provenance: Mapping[str, Any],
     strategy: Mapping[str, Any] | None = None,
+    labelled: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The self-describing checkpoint of ``model`` (its current weights: the best
     epoch's after ``fit``); ``config`` holds the effective tasks, model and training,
-    ``strategy`` the loss-balancing strategy's state (learned task weights, ...)."""
+    ``strategy`` the loss-balancing strategy's state (learned task weights, ...),
+    ``normalisation`` the statistics of each data source it read (pixels, regression
+    targets), ``labelled`` each task's labelled rows per split."""
     return {
         "format_version": CHECKPOINT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -114,6 +143,7 @@ def build_checkpoint(
         "input_fingerprint": dict(input_fingerprint),
         "provenance": dict(provenance),
         "strategy": dict(strategy or {}),
+        "labelled": dict(labelled or {}),
     }
 
 

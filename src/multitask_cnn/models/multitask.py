@@ -71,8 +71,10 @@ class MultiTaskModel(nn.Module):
             x = stage(x)
         return x
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.task_outputs(self.shared_features(x))
+    def forward(
+        self, x: torch.Tensor, rows: Mapping[str, slice] | None = None
+    ) -> dict[str, torch.Tensor]:
+        return self.task_outputs(self.shared_features(x), rows)
 
     def last_shared_layer(self) -> list[nn.Parameter]:
         """The parameters of the last shared convolution or linear layer."""
@@ -81,11 +83,15 @@ class MultiTaskModel(nn.Module):
                 return list(module.parameters())
         return []
 
-    def task_outputs(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each task's remaining stages and head on the shared features."""
+    def task_outputs(
+        self, shared: torch.Tensor, rows: Mapping[str, slice] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each task's remaining stages and head on the shared features; with ``rows``
+        (a fused batch), only the tasks it names, each on its own rows."""
         outputs = {}
-        for task, head in self.heads.items():
-            features = shared
+        for task in self.heads if rows is None else rows:
+            head = self.heads[task]
+            features = shared if rows is None else shared[rows[task]]
             for stage in self.task_stages[task].values():
                 features = stage(features)
             out = head(features)  # (B, out_features)

@@ -5,7 +5,17 @@ from .device import resolve_device
 from .driver import Budget, WarmStart, train_model
 from .loop import Freeze, NonFiniteLossError, evaluate, fit, predict, train_one_epoch
 from .optimizers import OPTIMIZERS, build_optimizer
-from .sources import Batch, BatchSource, InMemorySource, Split
+from .sources import (
+    Batch,
+    BatchSource,
+    ChainedSource,
+    FusedSource,
+    InMemorySource,
+    Split,
+    fuse,
+    labelled_counts,
+    task_splits,
+)
 from .state import TrainState
 from .strategies import WEIGHTINGS, Strategy, get_weighting
 
@@ -18,6 +28,11 @@ __all__ = [
     "WEIGHTINGS",
     "Batch",
     "BatchSource",
+    "ChainedSource",
+    "FusedSource",
+    "fuse",
+    "labelled_counts",
+    "task_splits",
     "InMemorySource",
     "NonFiniteLossError",
     "Split",

@@ -33,10 +33,10 @@ def gradient_cosines(
     was_training = model.training
     model.eval()
     batch = probe.to(device)
-    outputs = model(batch.images)
+    outputs = model(batch.images, batch.rows)
     grads = {}
     for task, kind in kinds.items():
-        loss = kind.loss(batch.task_rows(task, outputs[task]), batch.labels[task])
+        loss = kind.loss(outputs[task], batch.labels[task])
         parts = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
         grads[task] = torch.cat([
             (g if g is not None else torch.zeros_like(p)).flatten()

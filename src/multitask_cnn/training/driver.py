@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,7 +17,15 @@ from multitask_cnn.tasks import TaskSpec, kinds_of
 
 from .loop import EpochCallback, Freeze, fit
 from .optimizers import build_optimizer
-from .sources import Batch, InMemorySource, Split
+from .sources import (
+    Batch,
+    BatchSource,
+    ChainedSource,
+    FusedSource,
+    InMemorySource,
+    Split,
+    fuse,
+)
 from .state import TrainState
 from .strategies import get_weighting
 
@@ -40,6 +48,13 @@ class Budget:
     patience: int
     min_delta: float
     seed: int
+    # task fusion: a data source's own batch size (default: batch_size), and the steps
+    # of an epoch when several sources train together (FusedSource: largest | smallest | N)
+    source_batch_size: Mapping[str, int] = field(default_factory=dict)
+    fusion_steps: str | int = "largest"
+
+    def batch_size_of(self, source: str) -> int:
+        return self.source_batch_size.get(source, self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,8 @@ class WarmStart:
 def train_model(
     build: Callable[[], MultiTaskModel],
     specs: Mapping[str, TaskSpec],
-    train: Split,
-    val: Split,
+    train: Split | Mapping[str, Split],
+    val: Split | Mapping[str, Split],
     device: torch.device,
     budget: Budget,
     *,
@@ -77,7 +92,12 @@ def train_model(
     then its strategy and optimizer, and train it; the returned state's model holds the
     best epoch's weights. ``probe_rows`` > 0 records, each epoch, the cosines between
     the tasks' gradients on the first ``probe_rows`` validation rows. ``warm_start``
-    loads transferred weights into the built model (:class:`WarmStart`)."""
+    loads transferred weights into the built model (:class:`WarmStart`).
+
+    ``train`` and ``val`` are one :class:`Split`, or one per data source (task fusion:
+    each training step concatenates one batch of every source, :class:`FusedSource`;
+    validation goes through each source in turn)."""
+    train, val = _by_source(train), _by_source(val)
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
     network = build()
     named = dict(network.named_parameters())
@@ -105,12 +125,13 @@ def train_model(
     logger.info(
         "Training %s%d parameters (%d shared stages) on %s: %d train / %d val samples",
         f"{prefix.rstrip('.')}: " if prefix else "", count_parameters(network),
-        network.shared_stages, device, len(train), len(val),
+        network.shared_stages, device, sum(map(len, train.values())),
+        sum(map(len, val.values())),
     )  # fmt: skip
     return fit(
         TrainState(network, optimizer, strategy),
-        InMemorySource(train, budget.batch_size, seed=torch_seed(budget.seed, "data_order")),
-        InMemorySource(val, budget.eval_batch_size),
+        _train_source(train, budget),
+        _chained(val, budget.eval_batch_size),
         kinds_of(specs), device,
         epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
         prefix=prefix, on_epoch_end=on_epoch_end,
@@ -143,6 +164,30 @@ def _load_warm_start(
     network.load_state_dict(warm_start.state)
 
 
-def _probe(val: Split, rows: int) -> Batch:
-    """A fixed batch: the first ``rows`` validation rows."""
-    return Batch(val.images[:rows], {t: y[:rows] for t, y in val.labels.items()})
+def _by_source(data: Split | Mapping[str, Split]) -> dict[str, Split]:
+    return {"": data} if isinstance(data, Split) else dict(data)
+
+
+def _train_source(train: Mapping[str, Split], budget: Budget) -> BatchSource:
+    """One source: shuffled mini-batches; several: one fused batch per step, each
+    source shuffled by its own stream."""
+    if len(train) == 1:
+        ((name, split),) = train.items()
+        seed = torch_seed(budget.seed, "data_order")
+        return InMemorySource(split, budget.batch_size_of(name), seed=seed)
+    return FusedSource(
+        {name: InMemorySource(split, budget.batch_size_of(name),
+                              seed=torch_seed(budget.seed, f"data_order:{name}"))
+         for name, split in train.items()},
+        steps=budget.fusion_steps,
+    )  # fmt: skip
+
+
+def _chained(splits: Mapping[str, Split], batch_size: int) -> BatchSource:
+    sources = [InMemorySource(split, batch_size) for split in splits.values()]
+    return sources[0] if len(sources) == 1 else ChainedSource(sources)
+
+
+def _probe(val: Mapping[str, Split], rows: int) -> Batch:
+    """A fixed batch: the first ``rows`` validation rows of each source."""
+    return fuse([split.batch(slice(0, rows)) for split in val.values()])

@@ -98,7 +98,7 @@ def _summarise(
     of the tasks that had labelled rows. A task with labelled rows and a non-finite
     loss raises :class:`NonFiniteLossError` (it must never count as a good epoch)."""
     means, counts = sums.read()
-    labelled = [t for t in tasks if counts[f"{t}.loss"] > 0]
+    labelled = [t for t in tasks if counts.get(f"{t}.loss", 0) > 0]
     for task in labelled:
         if not math.isfinite(means[f"{task}.loss"]):
             at = f"epoch {epoch}, " if epoch is not None else ""
@@ -143,7 +143,7 @@ def _task_losses(
     kinds: Mapping[str, TaskKind], batch, outputs: Mapping[str, torch.Tensor]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {
-        task: kind.loss_sums(batch.task_rows(task, outputs[task]), batch.labels[task])
+        task: kind.loss_sums(outputs[task], batch.labels[task])
         for task, kind in kinds.items()
     }
 
@@ -155,7 +155,7 @@ def _losses_again(
     step's own losses were, with the batch-norm running statistics left as they were."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
-        again = _task_losses(kinds, batch, model(batch.images))
+        again = _task_losses(kinds, batch, model(batch.images, batch.rows))
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     return {task: total / count.clamp(min=1) for task, (total, count) in again.items()}
@@ -197,7 +197,7 @@ def train_one_epoch(
     for step, batch in enumerate(bar, start=1):
         batch = batch.to(device)
         features = model.shared_features(batch.images)
-        terms = _task_losses(kinds, batch, model.task_outputs(features))
+        terms = _task_losses(kinds, batch, model.task_outputs(features, batch.rows))
         losses = {
             task: total / count.clamp(min=1) for task, (total, count) in terms.items()
         }
@@ -238,9 +238,9 @@ def predict(
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
     for batch in source:
-        outputs = model(batch.images.to(device, non_blocking=True))
+        outputs = model(batch.images.to(device, non_blocking=True), batch.rows)
         for task, out in outputs.items():
-            chunks.setdefault(task, []).append(batch.task_rows(task, out).float().cpu())
+            chunks.setdefault(task, []).append(out.float().cpu())
     return {task: torch.cat(parts) for task, parts in chunks.items()}
 
 
@@ -262,9 +262,9 @@ def evaluate(
     sums = _Sums(device)
     for batch in source:
         batch = batch.to(device)
-        outputs = model(batch.images)
-        for task, kind in kinds.items():
-            output, target = batch.task_rows(task, outputs[task]), batch.labels[task]
+        outputs = model(batch.images, batch.rows)
+        for task, output in outputs.items():
+            kind, target = kinds[task], batch.labels[task]
             sums.add(f"{task}.loss", *kind.loss_sums(output, target))
             for name, (total, count) in kind.running_sums(output, target).items():
                 sums.add(f"{task}.{name}", total, count)

@@ -19,9 +19,15 @@ from multitask_cnn.initial_state import transfer_record, warm_start
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
-from multitask_cnn.tasks import check_labels
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
-from multitask_cnn.training import Split, resolve_device, train_model
+from multitask_cnn.training import (
+    Budget,
+    Split,
+    labelled_counts,
+    resolve_device,
+    task_splits,
+    train_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +81,8 @@ def train_baselines(
     effective_model = model_config.effective() | {"shared_stages": None}
     budget = config.budget()
     inputs = {"train": model_input_train, "val": model_input_val}
-    images = {
-        split: fingerprint({"images": m["images"]}) for split, m in inputs.items()
-    }
+    splits = {split: task_splits(m, normalisation_stats, specs, split)
+              for split, m in inputs.items()}  # fmt: skip  # labels checked, all tasks
     transfer_config = parse(TransferConfig, transfer, "transfer").for_backbone(
         model_config
     )
@@ -88,27 +93,31 @@ def train_baselines(
     baselines, histories = {}, []
     for task, spec in specs.items():
         task_spec = effective_tasks({task: spec})
-        label = spec.label_name(
-            task
-        )  # the data of this baseline: images and its labels
-        task_data = {split: fingerprint({"images": images[split], "labels": m["labels"][label]})
+        source, label = spec.source, spec.label_name(task)
+        # the data of this baseline: its source's images, its labels and their scaling
+        task_data = {split: fingerprint({"images": m[source]["images"],
+                                         "labels": m[source]["labels"][label],
+                                         "normalisation": normalisation_stats[source]})
                      for split, m in inputs.items()}  # fmt: skip
         start = starts[task]
         transferred = None if start is None else {
             "state": fingerprint(dict(start.state)), "freeze_epochs": start.freeze_epochs,
             "lr_scale": start.lr_scale}  # fmt: skip
         key = _baseline_key(
-            task_spec[task], effective_model, vars(budget), task_data, transferred
+            task_spec[task],
+            effective_model,
+            _task_budget(budget, source),
+            task_data,
+            transferred,
         )
         if previous.get(task, {}).get("baseline_key") == key:
             logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
                         task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
             baselines[task] = previous[task] | {"reused": True}
             continue
-        label_of = {task: label}
-        train = Split.from_model_input(model_input_train, label_of)
-        val = Split.from_model_input(model_input_val, label_of)
-        check_labels({task: spec}, train.labels, "train")
+        train, val = (
+            {source: _only(splits[split][source], task)} for split in ("train", "val")
+        )
         state = train_model(
             lambda task=task, spec=spec: build_model(
                 {task: spec}, model_config.backbone, backbone_args=model_config.backbone_args),
@@ -121,12 +130,27 @@ def train_baselines(
             config={"tasks": task_spec, "model": effective_model,
                     "training": config.model_dump(mode="json") | {"weighting": "equal"},
                     "transfer": transfer_record(transfer_config, initial_state, start)},
-            normalisation=normalisation_stats, input_fingerprint=task_data, provenance=provenance,
+            normalisation={source: normalisation_stats[source]}, input_fingerprint=task_data,
+            provenance=provenance, labelled=labelled_counts({task: spec}, {"train": train, "val": val}),
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
         histories.append(pd.DataFrame(state.history))
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return baselines, history
+
+
+def _only(split: Split, task: str) -> Split:
+    """``split`` with ``task``'s labels only (its source may carry other tasks)."""
+    return Split(split.images, {task: split.labels[task]}, split.mean, split.std,
+                 {t: v for t, v in split.target_scaling.items() if t == task})  # fmt: skip
+
+
+def _task_budget(budget: Budget, source: str) -> dict[str, Any]:
+    """The budget as one task's baseline sees it: its source's batch size; fusion
+    settings of other sources do not concern it."""
+    settings = {k: v for k, v in vars(budget).items()
+                if k not in ("source_batch_size", "fusion_steps")}  # fmt: skip
+    return settings | {"batch_size": budget.batch_size_of(source)}
 
 
 def summarise_baselines(

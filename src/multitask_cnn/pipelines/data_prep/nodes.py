@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from multitask_cnn.config import DataPrepConfig, parse
+from multitask_cnn.config import (
+    DataPrepConfig,
+    PretrainingConfig,
+    parse,
+    parse_tasks,
+    source_class_names,
+)
+from multitask_cnn.data.digits import split_digits
 from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.multifashion import (
     compose_multifashion,
@@ -17,15 +24,27 @@ from multitask_cnn.data.multifashion import (
     train_val_pools,
 )
 from multitask_cnn.data.sources import SOURCES
-from multitask_cnn.data.tensors import to_model_input
+from multitask_cnn.data.tensors import image_stats, to_model_input
 from multitask_cnn.seeds import numpy_generator
 
 logger = logging.getLogger(__name__)
 
-# split -> {"images": uint8 (N, H, W), "labels": {label: int64 / float32 (N,)},
-#           "source_index": int64 (N, 2), the left and right item's index into the
-#           official split's images (train and val: official train; test: official test)}
+# split -> {"images": uint8 (N, H, W) or (N, C, H, W), "labels": {label: int64 /
+#           float32 (N,)}, and for MultiFashion "source_index": int64 (N, 2), the left
+#           and right item's index into the official split's images (train and val:
+#           official train; test: official test)}
 RawSplits = dict[str, dict[str, Any]]
+RawSources = dict[str, RawSplits]  # data source -> its splits
+SPLITS = ("train", "val", "test")
+
+
+def needed_sources(tasks: dict[str, Any], pretraining: dict[str, Any]) -> set[str]:
+    """The data sources the tasks (and a pretraining on MultiFashion) read."""
+    specs = parse_tasks(tasks)
+    wanted = {spec.source for spec in specs.values()}
+    if parse(PretrainingConfig, pretraining, "pretraining").source == "multifashion":
+        wanted.add("multifashion")
+    return wanted
 
 
 def _compose(
@@ -51,8 +70,14 @@ def _compose(
     return {"images": canvas, "labels": all_labels, "source_index": source_index}
 
 
-def compose_splits(fashion_mnist: FashionMNIST, data_prep: dict[str, Any]) -> RawSplits:
-    """Compose MultiFashion train/val/test; train and val share no source image.
+def compose_splits(
+    fashion_mnist: FashionMNIST,
+    data_prep: dict[str, Any],
+    tasks: dict[str, Any] | None = None,
+    pretraining: dict[str, Any] | None = None,
+) -> RawSplits:
+    """Compose MultiFashion train/val/test (nothing when ``tasks`` are given and none
+    of them, nor the pretraining, reads it); train and val share no source image.
 
     The official train images are split, stratified by class, into a train pool and
     a held-out val pool (``val_fraction`` of each class); train composites use only
@@ -62,6 +87,9 @@ def compose_splits(fashion_mnist: FashionMNIST, data_prep: dict[str, Any]) -> Ra
     the train or val data.
     """
     config = parse(DataPrepConfig, data_prep, "data_prep")
+    if tasks is not None and "multifashion" not in needed_sources(tasks, pretraining or {}):
+        logger.info("No task reads MultiFashion: not composed")
+        return {}
     n_val = int(round(config.val_fraction * config.n_train))
     if n_val < 1 or n_val >= config.n_train:
         raise ValueError(
@@ -88,57 +116,120 @@ def compose_splits(fashion_mnist: FashionMNIST, data_prep: dict[str, Any]) -> Ra
     return splits
 
 
-def compute_normalisation(splits: RawSplits) -> dict[str, float]:
-    """Pixel mean and std (of images scaled to [0, 1]) over the **train split only**."""
-    train = splits["train"]["images"]
-    pixels = train.reshape(-1).astype(np.float64) / 255.0
-    mean, std = float(pixels.mean()), float(pixels.std())
-    if std == 0:
-        raise ValueError("train images are constant; cannot normalise")
-    return {
-        "mean": mean,
-        "std": std,
-        "computed_on": "train",
-        "n_images": int(len(train)),
-    }
+def prepare_digits(
+    digits: dict[str, Any],
+    data_prep: dict[str, Any],
+    tasks: dict[str, Any],
+    pretraining: dict[str, Any],
+) -> RawSplits:
+    """scikit-learn's digits on the canvas, split train / val / test (stratified,
+    seeded); nothing when no task reads them."""
+    if "digits" not in needed_sources(tasks, pretraining):
+        return {}
+    config = parse(DataPrepConfig, data_prep, "data_prep")
+    splits = split_digits(
+        digits["images"], digits["labels"], canvas_size=config.canvas_size,
+        item_size=config.digits.item_size, val_fraction=config.val_fraction,
+        test_fraction=config.digits.test_fraction, seed=config.seed,
+    )  # fmt: skip
+    logger.info("Digits sizes: %s", {s: len(d["images"]) for s, d in splits.items()})
+    return splits
+
+
+def gather_sources(
+    multifashion_splits: RawSplits, digits_splits: RawSplits
+) -> RawSources:
+    """``{source: its splits}`` for the sources that were prepared."""
+    found = {"multifashion": multifashion_splits, "digits": digits_splits}
+    return {source: splits for source, splits in found.items() if splits}
+
+
+def compute_normalisation(sources: RawSources) -> dict[str, dict[str, Any]]:
+    """Per source, from its **train split only**: the pixel mean and std (of images
+    scaled to [0, 1]) and, per real-valued label, the mean and std of its labelled
+    values (regression targets are standardised with them, and reported back in
+    original units)."""
+    stats = {}
+    for source, splits in sources.items():
+        train = splits["train"]
+        try:
+            pixels = image_stats(train["images"])
+        except ValueError as error:
+            raise ValueError(f"source {source!r}: {error}") from None
+        targets = {}
+        for name, labels in train["labels"].items():
+            if np.issubdtype(labels.dtype, np.floating):
+                values = labels[np.isfinite(labels)].astype(np.float64)
+                if len(values) == 0:
+                    raise ValueError(
+                        f"source {source!r}: label {name!r} has no value in the train split"
+                    )
+                std = float(values.std())
+                targets[name] = {"mean": float(values.mean()),
+                                 "std": std if std > 0 else 1.0, "n": int(len(values))}  # fmt: skip
+        stats[source] = pixels | {"computed_on": "train", "n_images": int(len(train["images"])),
+                                  "targets": targets}  # fmt: skip
+    return stats
 
 
 def build_model_input(
-    splits: RawSplits, stats: dict[str, float]
+    sources: RawSources,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Normalised float32 images ``(N, 1, H, W)`` and int64 labels per split.
+    """Per split, ``{source: {"images": uint8 (N, C, H, W), "labels": {...}}}``; the
+    batch sources normalise the pixels with the source's statistics as they read them.
 
-    Only ``images`` and ``labels`` go into the model input; ``source_index`` stays in
-    the raw splits.
+    Only ``images`` and ``labels`` go into the model input (not ``source_index``).
     """
     return tuple(
-        to_model_input(splits[s]["images"], splits[s]["labels"], stats)
-        for s in ("train", "val", "test")
-    )
+        {source: to_model_input(splits[s]["images"], splits[s]["labels"])
+         for source, splits in sources.items()}
+        for s in SPLITS
+    )  # fmt: skip
 
 
-def report_class_balance(splits: RawSplits) -> pd.DataFrame:
-    """Per split and class label: count and fraction of each class, and of missing
-    labels (``class_id`` -1); real-valued labels report their labelled count only."""
-    info = SOURCES.get("multifashion").labels
+def report_class_balance(sources: RawSources, tasks: dict[str, Any]) -> pd.DataFrame:
+    """Per source, split and label: the count and fraction of each class and of
+    missing labels (``class_id`` -1; real-valued labels: missing only), and, on every
+    row, how many rows of that split carry the label (``labelled``)."""
+    names = _class_names(sources, parse_tasks(tasks))
     rows = []
-    for split, data in splits.items():
-        for name, labels in data["labels"].items():
-            n_classes, names = info[name].n_classes, info[name].class_names
-            if n_classes is None:
-                labelled = int(np.isfinite(labels).sum())
-                counts = {"labelled": labelled, "missing": len(labels) - labelled}
-            else:
-                found = np.bincount(labels[labels >= 0], minlength=n_classes)
-                counts = {
-                    names[c] if names else str(c): int(k) for c, k in enumerate(found)
-                }
-                counts["missing"] = int((labels < 0).sum())
-            for class_id, (class_name, count) in enumerate(counts.items()):
-                rows.append({
-                    "split": split, "label": name,
-                    "class_id": -1 if class_name == "missing" else class_id,
-                    "class_name": class_name, "count": count,
-                    "fraction": float(count / max(len(labels), 1)),
-                })  # fmt: skip
+    for source, splits in sources.items():
+        for split, data in splits.items():
+            for name, labels in data["labels"].items():
+                n = len(labels)
+                if np.issubdtype(labels.dtype, np.floating):
+                    labelled = int(np.isfinite(labels).sum())
+                    counts: dict[str, tuple[int, int]] = {}
+                else:
+                    labelled = int((labels >= 0).sum())
+                    found = np.bincount(labels[labels >= 0],
+                                        minlength=len(names.get((source, name), ())))  # fmt: skip
+                    known = names.get((source, name)) or [
+                        str(c) for c in range(len(found))
+                    ]
+                    counts = {known[c] if c < len(known) else str(c): (c, int(k))
+                              for c, k in enumerate(found)}  # fmt: skip
+                counts["missing"] = (-1, n - labelled)
+                for class_name, (class_id, count) in counts.items():
+                    rows.append({
+                        "source": source, "split": split, "label": name,
+                        "class_id": class_id, "class_name": class_name, "count": count,
+                        "fraction": float(count / max(n, 1)), "labelled": labelled,
+                    })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _class_names(
+    sources: RawSources, specs: dict[str, Any]
+) -> dict[tuple[str, str], list[str]]:
+    """``{(source, label): class names}`` from the task spec, else the source's."""
+    names = {}
+    for task, spec in specs.items():
+        if spec.source in sources and spec.task_kind.is_classifier:
+            names[(spec.source, spec.label_name(task))] = source_class_names(spec, task)
+    for source in sources:
+        if source in SOURCES:
+            for label, info in SOURCES.get(source).labels.items():
+                if info.class_names:
+                    names.setdefault((source, label), list(info.class_names))
+    return names

@@ -6,36 +6,29 @@ from .nodes import (
     build_model_input,
     compose_splits,
     compute_normalisation,
+    gather_sources,
+    prepare_digits,
     report_class_balance,
 )
+
+WANTED = ["params:data_prep", "params:tasks", "params:pretraining"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                compose_splits,
-                ["fashion_mnist", "params:data_prep"],
-                "multifashion_splits",
-                name="compose_splits",
-            ),
-            Node(
-                compute_normalisation,
-                "multifashion_splits",
-                "normalisation_stats",
-                name="compute_normalisation",
-            ),
-            Node(
-                build_model_input,
-                ["multifashion_splits", "normalisation_stats"],
-                ["model_input_train", "model_input_val", "model_input_test"],
-                name="build_model_input",
-            ),
-            Node(
-                report_class_balance,
-                "multifashion_splits",
-                "data_report",
-                name="report_class_balance",
-            ),
-        ]  # fmt: skip
-    )
+            Node(compose_splits, ["fashion_mnist", *WANTED], "multifashion_splits",
+                 name="compose_splits"),
+            Node(prepare_digits, ["digits", *WANTED], "digits_splits",
+                 name="prepare_digits"),
+            Node(gather_sources, ["multifashion_splits", "digits_splits"], "raw_sources",
+                 name="gather_sources"),
+            Node(compute_normalisation, "raw_sources", "normalisation_stats",
+                 name="compute_normalisation"),
+            Node(build_model_input, "raw_sources",
+                 ["model_input_train", "model_input_val", "model_input_test"],
+                 name="build_model_input"),
+            Node(report_class_balance, ["raw_sources", "params:tasks"], "data_report",
+                 name="report_class_balance"),
+        ]
+    )  # fmt: skip

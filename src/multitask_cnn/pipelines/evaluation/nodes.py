@@ -23,9 +23,15 @@ from multitask_cnn.models.checkpoint import (
     check_checkpoint,
     describe_checkpoint,
 )
-from multitask_cnn.tasks import TaskSpec, check_labels
+from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.tracking import final_metrics, task_metric_names
-from multitask_cnn.training import InMemorySource, Split, predict, resolve_device
+from multitask_cnn.training import (
+    ChainedSource,
+    InMemorySource,
+    predict,
+    resolve_device,
+    task_splits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,8 @@ def _predict(
     config: EvaluationConfig,
 ) -> Predictions:
     """Rebuild a checkpoint's model (refused when it was trained for other tasks or on
-    differently normalised data) and predict ``specs``' labels on labelled test rows."""
+    differently normalised data) and predict ``specs``' labels on the labelled test
+    rows of each task's own source; regression values in original units."""
     trained_tasks = check_checkpoint(checkpoint, specs, normalisation_stats)
     trained = parse(ModelConfig, checkpoint["config"]["model"], "model")
     model = build_model(trained_tasks, trained.backbone, backbone_args=trained.backbone_args,
@@ -49,19 +56,22 @@ def _predict(
     model.load_state_dict(checkpoint["model"], strict=True)
     device = resolve_device(config.device)
     model.to(device)
-    test = Split.from_model_input(
-        model_input_test, {t: s.label_name(t) for t, s in specs.items()}
+    test = task_splits(model_input_test, normalisation_stats, specs, "test")
+    source = ChainedSource(
+        [InMemorySource(split, config.batch_size) for split in test.values()]
     )
-    check_labels(specs, test.labels, "test")
-    outputs = predict(model, InMemorySource(test, config.batch_size), device)
+    outputs = predict(model, source, device)
     predictions: Predictions = {}
-    for task, spec in specs.items():
-        kind, target = spec.task_kind, test.labels[task]
-        mask = kind.mask(target)
-        predictions[task] = {
-            "y_true": target[mask].numpy(),
-            "y_pred": kind.predict(outputs[task])[mask].numpy(),
-        }
+    for split in test.values():
+        for task, target in split.labels.items():
+            kind = specs[task].task_kind
+            mask = kind.mask(target)
+            predictions[task] = {
+                "y_true": split.unscale(task, target[mask]).numpy(),
+                "y_pred": split.unscale(
+                    task, kind.predict(outputs[task])[mask]
+                ).numpy(),
+            }
     return predictions
 
 
@@ -154,9 +164,23 @@ def compute_task_metrics(
     multitask_checkpoint: dict[str, Any],
 ) -> dict[str, Any]:
     """Per task, on labelled test rows: the kind's metrics (accuracy and macro-F1, or
-    MSE and MAE) and ``n``; plus which checkpoint they describe."""
+    MAE and RMSE in the label's units) and ``n``; each task's labelled rows per split;
+    and which checkpoint they describe."""
     metrics = _metrics(predictions, parse_tasks(tasks), "test")
-    return {"test": metrics, "checkpoint": describe_checkpoint(multitask_checkpoint)}
+    return {
+        "test": metrics,
+        "labelled": _labelled(multitask_checkpoint, metrics),
+        "checkpoint": describe_checkpoint(multitask_checkpoint),
+    }
+
+
+def _labelled(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{task: {train, val, test: labelled rows}}``; train and val as trained."""
+    trained = checkpoint.get("labelled", {})
+    return {
+        task: dict(trained.get(task, {})) | {"test": m["n"]}
+        for task, m in metrics.items()
+    }
 
 
 def plot_confusion_matrices(

@@ -19,9 +19,13 @@ from multitask_cnn.initial_state import transfer_record, warm_start
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
-from multitask_cnn.tasks import check_labels
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
-from multitask_cnn.training import Split, resolve_device, train_model
+from multitask_cnn.training import (
+    labelled_counts,
+    resolve_device,
+    task_splits,
+    train_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +50,9 @@ def train_multitask_model(
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
     config = parse(TrainingConfig, training, "training")
-    label_of = {task: spec.label_name(task) for task, spec in specs.items()}
-    train = Split.from_model_input(model_input_train, label_of)
-    val = Split.from_model_input(model_input_val, label_of)
-    check_labels(specs, train.labels, "train")  # before any long work
-    check_labels(specs, val.labels, "val")
+    # per data source; labels checked before any long work
+    train = task_splits(model_input_train, normalisation_stats, specs, "train")
+    val = task_splits(model_input_val, normalisation_stats, specs, "val")
 
     transfer_config = parse(TransferConfig, transfer, "transfer").for_backbone(
         model_config
@@ -69,9 +71,10 @@ def train_multitask_model(
         config={"tasks": effective_tasks(specs), "model": model_config.effective(),
                 "training": config.model_dump(mode="json"),
                 "transfer": transfer_record(transfer_config, initial_state, start)},
-        normalisation=normalisation_stats,
-        input_fingerprint={"train": fingerprint(model_input_train),
-                           "val": fingerprint(model_input_val)},
+        normalisation={source: normalisation_stats[source] for source in train},
+        input_fingerprint={"train": fingerprint({s: model_input_train[s] for s in train}),
+                           "val": fingerprint({s: model_input_val[s] for s in val})},
+        labelled=labelled_counts(specs, {"train": train, "val": val}),
         provenance=provenance,
         strategy=state.strategy.state_dict(),
     )  # fmt: skip

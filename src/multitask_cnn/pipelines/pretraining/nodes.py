@@ -19,7 +19,7 @@ from multitask_cnn.config import (
 from multitask_cnn.data.fashion_mnist import CLASSES, FashionMNIST
 from multitask_cnn.data.multifashion import scatter_items, split_pool, train_val_pools
 from multitask_cnn.data.sources import SOURCES
-from multitask_cnn.data.tensors import to_model_input
+from multitask_cnn.data.tensors import image_stats, to_model_input
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import backbone_state_dict
 from multitask_cnn.provenance import fingerprint
@@ -50,32 +50,31 @@ def build_pretraining_data(
     from its val pool (the same split, so no val-pool image is trained on, and the
     test images are never used). ``multifashion``: MultiFashion's own splits with one
     label. ``file``: the ``pretraining_file`` catalog entry, split like data_prep.
-    Images are normalised with MultiFashion's train statistics, the input the
-    transferred weights will see.
+    Each is ``{"images": uint8 (N, 1, H, W), "labels", "normalisation"}``; images are
+    normalised with MultiFashion's train statistics (the input the transferred weights
+    will see), or with the source's own train statistics when no task reads
+    MultiFashion.
     """
     config = parse(PretrainingConfig, pretraining, "pretraining")
     prep = parse(DataPrepConfig, data_prep, "data_prep")
     label = config.label_name()
     if config.source == "multifashion":
         info = SOURCES.get("multifashion").labels[label]
-        train = {"images": model_input_train["images"],
-                 "labels": {label: model_input_train["labels"][label]}}  # fmt: skip
-        val = {"images": model_input_val["images"],
-               "labels": {label: model_input_val["labels"][label]}}  # fmt: skip
+        train, val = ({"images": m["multifashion"]["images"],
+                       "labels": {label: m["multifashion"]["labels"][label]}}
+                      for m in (model_input_train, model_input_val))  # fmt: skip
         spec = _spec_for(info.n_classes, info.class_names)
     elif config.source == "fashion_mnist_items":
         pools = train_val_pools(
             fashion_mnist.train_labels, prep.val_fraction, prep.seed
         )
         train, val = (
-            _scattered(fashion_mnist, pool, prep, normalisation_stats, label, split)
+            _scattered(fashion_mnist, pool, prep, label, split)
             for pool, split in zip(pools, ("train", "val"), strict=True)
         )
         spec = _spec_for(len(CLASSES), CLASSES)
     else:
-        train, val, spec = _from_file(
-            pretraining_file, label, prep, normalisation_stats
-        )
+        train, val, spec = _from_file(pretraining_file, label, prep)
     if config.n_train is not None:
         keep = numpy_generator(prep.seed, "pretraining_subset").permutation(
             len(train["images"])
@@ -83,6 +82,9 @@ def build_pretraining_data(
         keep = np.sort(keep[: config.n_train])
         train = {"images": train["images"][keep],
                  "labels": {k: y[keep] for k, y in train["labels"].items()}}  # fmt: skip
+    stats = normalisation_stats.get("multifashion") or image_stats(train["images"])
+    train, val = ({**d, "normalisation": {k: stats[k] for k in ("mean", "std")}}
+                  for d in (train, val))  # fmt: skip
     logger.info(
         "Pretraining source %r (label %r): %d train / %d val images",
         config.source, label, len(train["images"]), len(val["images"]),
@@ -100,19 +102,18 @@ def _spec_for(n_classes: int | None, names: Any) -> dict[str, Any]:
 
 
 def _scattered(
-    data: FashionMNIST, pool: np.ndarray, prep: DataPrepConfig,
-    stats: dict[str, Any], label: str, split: str,
+    data: FashionMNIST, pool: np.ndarray, prep: DataPrepConfig, label: str, split: str,
 ) -> dict[str, Any]:  # fmt: skip
     canvas, _ = scatter_items(
         data.train_images[pool], numpy_generator(prep.seed, f"pretraining_items:{split}"),
         prep.canvas_size,
     )  # fmt: skip
     labels = data.train_labels[pool].astype(np.int64)
-    return to_model_input(canvas, {label: labels}, stats)
+    return to_model_input(canvas, {label: labels})
 
 
 def _from_file(
-    data: dict[str, Any] | None, label: str, prep: DataPrepConfig, stats: dict[str, Any]
+    data: dict[str, Any] | None, label: str, prep: DataPrepConfig
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     where = "the pretraining_file catalog entry (data/01_raw/pretraining.pt)"
     if data is None:
@@ -148,8 +149,8 @@ def _from_file(
         labels, prep.val_fraction, numpy_generator(prep.seed, "pretraining_file_val")
     )  # stratified by class, as data_prep splits the official train images
     return (
-        to_model_input(images[train_rows], {label: labels[train_rows]}, stats),
-        to_model_input(images[val_rows], {label: labels[val_rows]}, stats),
+        to_model_input(images[train_rows], {label: labels[train_rows]}),
+        to_model_input(images[val_rows], {label: labels[val_rows]}),
         _spec_for(int(labels.max()) + 1, None),
     )
 
@@ -203,8 +204,10 @@ def pretrain_backbone(
                     previous_pretrained["provenance"].get("mlflow.run_id"))  # fmt: skip
         return previous_pretrained | {"reused": True}, pd.DataFrame()
 
-    train = Split.from_model_input(pretraining_train, {label: label})
-    val = Split.from_model_input(pretraining_val, {label: label})
+    train, val = (
+        Split(d["images"], {label: d["labels"][label]}, **d["normalisation"])
+        for d in (pretraining_train, pretraining_val)
+    )
     check_labels(specs, train.labels, "pretraining train")
     state = train_model(
         lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args),
