@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 from multitask_cnn.config import parse_tasks
@@ -17,7 +17,8 @@ from multitask_cnn.pipelines.data_prep.nodes import (
     compose_splits,
     compute_normalisation,
 )
-from multitask_cnn.training import Split
+from multitask_cnn.tasks import TaskSpec
+from multitask_cnn.training import Split, task_splits
 
 # the two MultiFashion tasks every bench script trains
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
@@ -28,18 +29,17 @@ def multifashion_inputs(
     data_prep: dict,
 ) -> tuple[FashionMNIST, list[dict[str, Any]], dict[str, Any]]:
     """Fashion-MNIST, MultiFashion's train / val / test model input built with
-    ``data_prep`` parameters, and its normalisation statistics."""
+    ``data_prep`` parameters (``{"multifashion": ...}``, as data_prep writes it), and
+    its normalisation statistics."""
     data = read_fashion_mnist(
         find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
     )
-    raw = compose_splits(data, data_prep)
-    stats = compute_normalisation(raw)
-    return data, list(build_model_input(raw, stats)), stats
+    raw = {"multifashion": compose_splits(data, data_prep)}
+    return data, list(build_model_input(raw)), compute_normalisation(raw)
 
 
-def multifashion_splits(data_prep: dict, labels: Iterable[str]) -> list[Split]:
+def multifashion_splits(data_prep: dict, specs: Mapping[str, TaskSpec]) -> list[Split]:
     """Train, val and test :class:`Split` of MultiFashion built with ``data_prep``
-    parameters, each task ``labels`` named after its label."""
-    _, inputs, _ = multifashion_inputs(data_prep)
-    label_of = {label: label for label in labels}
-    return [Split.from_model_input(m, label_of) for m in inputs]
+    parameters, with the labels of ``specs``' tasks."""
+    _, inputs, stats = multifashion_inputs(data_prep)
+    return [task_splits(m, stats, specs)["multifashion"] for m in inputs]

@@ -45,10 +45,9 @@ from multitask_cnn.training import (
     WarmStart,
     predict,
     resolve_device,
+    task_splits,
     train_model,
 )
-
-LABELS = {t: t for t in TASKS}
 
 
 def subset(split: Split, fraction: float, seed: int) -> Split:
@@ -58,7 +57,7 @@ def subset(split: Split, fraction: float, seed: int) -> Split:
     rows = torch.from_numpy(
         np.sort(numpy_generator(seed, "study_subset").permutation(len(split))[:n])
     )
-    return Split(split.images[rows], {t: y[rows] for t, y in split.labels.items()})
+    return split.subset(rows)
 
 
 def test_accuracy(model, test: Split, device) -> dict[str, float]:
@@ -114,7 +113,7 @@ def main() -> None:
 
     fashion, (train_input, val_input, test_input), stats = multifashion_inputs(
         {"n_test": args.n_test})  # fmt: skip
-    train_all, val, test = (Split.from_model_input(m, LABELS)
+    train_all, val, test = (task_splits(m, stats, TASKS)["multifashion"]
                             for m in (train_input, val_input, test_input))  # fmt: skip
     pre_train, pre_val, pre_task = build_pretraining_data(
         fashion, train_input, val_input, None, stats, {}, {})  # fmt: skip

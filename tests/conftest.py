@@ -112,9 +112,12 @@ def mf_splits(prepared):
 
     def make(label_of):
         return [
-            Split(m["multifashion"]["images"],
-                  {t: m["multifashion"]["labels"][name] for t, name in label_of.items()},
-                  mean, std)  # fmt: skip
+            Split(
+                m["multifashion"]["images"],
+                {t: m["multifashion"]["labels"][name] for t, name in label_of.items()},
+                mean,
+                std,
+            )  # fmt: skip
             for m in inputs
         ]
 

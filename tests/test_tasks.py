@@ -63,7 +63,9 @@ def test_each_kind_owns_its_metrics():
     regression = REGRESSION.metrics(
         np.array([1.0, 2.0]), np.array([2.0, 4.0]), TaskSpec(kind="regression")
     )
-    assert regression == {"mse": 2.5, "mae": 1.5}
+    assert regression == {"mae": 1.5, "rmse": pytest.approx(math.sqrt(2.5))}
+    assert REGRESSION.lower_is_better == {"mae", "rmse"} == set(regression)
+    assert MULTICLASS.lower_is_better.isdisjoint(metrics)  # higher is better
     running = REGRESSION.running_sums(
         torch.tensor([1.0, 0.0]), torch.tensor([3.0, math.nan])
     )

@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DataPrepConfig",
     "DigitsConfig",
+    "ManifestConfig",
     "FusionConfig",
     "EvaluationConfig",
     "ModelConfig",
@@ -100,6 +101,20 @@ class DigitsConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)  # stratified; val: val_fraction
 
 
+class ManifestConfig(_Strict):
+    """How a CSV image manifest (source ``manifest``; the ``image_manifest`` catalog
+    entry) becomes model input (README "Your own images")."""
+
+    image_column: str = "image"  # paths relative to the catalog entry's root
+    split_column: str = "split"  # train | val | test; absent: seeded fractions
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # without a split column;
+    # val: data_prep.val_fraction of the rest
+    channels: Literal[1, 3] = 1  # grey (L) or RGB; the backbone's in_channels
+    # decoded images up to this size are kept in memory, larger manifests stream
+    memory_budget_mb: PositiveFloat = 2048
+    workers: NonNegativeInt = 0  # decoding threads; 0: one per CPU core
+
+
 class DataPrepConfig(_Strict):
     """How MultiFashion is built from Fashion-MNIST (Pareto-MTL, Lin et al. 2019)."""
 
@@ -119,6 +134,7 @@ class DataPrepConfig(_Strict):
         default_factory=dict
     )
     digits: DigitsConfig = Field(default_factory=DigitsConfig)
+    manifest: ManifestConfig = Field(default_factory=ManifestConfig)
 
     @field_validator("missing_labels")
     @classmethod
@@ -337,6 +353,11 @@ class ProjectParameters(_Strict):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     allow_download: bool = False  # read by the `fashion_mnist` catalog entry
 
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _drop_removed(cls, tasks: Any) -> Any:
+        return drop_removed_tasks(tasks)
+
     @field_validator("tasks")
     @classmethod
     def _check_tasks(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
@@ -374,6 +395,19 @@ class ProjectParameters(_Strict):
                 "but model.shared_stages=0 shares none; share at least one stage or use "
                 "equal, static, uncertainty, dwa, famo or rlw"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _manifest_channels(self) -> ProjectParameters:
+        """A manifest's channel count is the backbone's input channels."""
+        if any(spec.source == "manifest" for spec in self.tasks.values()):
+            channels = self.data_prep.manifest.channels
+            given = self.model.backbone_args.get("in_channels", 1)
+            if given != channels:
+                raise ValueError(
+                    f"data_prep.manifest.channels={channels} but the backbone takes "
+                    f"{given} (model.backbone_args.in_channels); set both alike"
+                )
         return self
 
     @model_validator(mode="after")
@@ -438,6 +472,15 @@ def effective_tasks(tasks: dict[str, TaskSpec]) -> dict[str, dict[str, Any]]:
     }
 
 
+def drop_removed_tasks(tasks: Any) -> Any:
+    """Without the tasks set to ``null``: an environment's parameters merge key by key
+    into ``conf/base`` (``tasks.left: null`` in ``conf/<env>/parameters.yml`` removes
+    the base task ``left``)."""
+    if isinstance(tasks, dict):
+        return {name: spec for name, spec in tasks.items() if spec is not None}
+    return tasks
+
+
 def check_tasks(tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
     """Task names usable in metric names; each task's source has its label, and the
     label fits the task's kind (a binary task on a 10-class label, a multiclass task
@@ -453,6 +496,8 @@ def check_tasks(tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
             raise ValueError(
                 f"task {name!r}: unknown source {spec.source!r}; choose from {SOURCES.names()}"
             )
+        if SOURCES.get(spec.source).labels_from_spec:
+            continue  # a manifest's columns are checked when data_prep reads it
         labels = SOURCES.get(spec.source).labels
         label = spec.label_name(name)
         if label not in labels:
@@ -516,6 +561,11 @@ def parse(model: type[M], params: dict[str, Any], key: str = "") -> M:
 
 class _TasksOnly(_Strict):
     tasks: dict[str, TaskSpec]
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _drop_removed(cls, tasks: Any) -> Any:
+        return drop_removed_tasks(tasks)
 
     @field_validator("tasks")
     @classmethod

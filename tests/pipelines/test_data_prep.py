@@ -7,8 +7,13 @@ from kedro_datasets.json import JSONDataset
 
 from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.multifashion import split_pool
+from multitask_cnn.io import DigitsDataset
 from multitask_cnn.pipelines.data_prep import create_pipeline
-from multitask_cnn.pipelines.data_prep.nodes import compose_splits, report_class_balance
+from multitask_cnn.pipelines.data_prep.nodes import (
+    compose_splits,
+    prepare_digits,
+    report_class_balance,
+)
 from multitask_cnn.seeds import numpy_generator
 
 
@@ -26,38 +31,135 @@ def _lies_under(canvas: np.ndarray, item: np.ndarray, low: int, high: int) -> bo
     return any((canvas[r : r + h, c : c + w] >= item).all() for r, c in offsets)
 
 
-def test_pipeline_builds_normalised_splits(
-    fashion_mnist_small, data_prep_params, tmp_path
-):
+TASKS = {
+    "left": {"kind": "multiclass", "num_classes": 10},
+    "right": {"kind": "multiclass", "num_classes": 10},
+}
+DIGIT = {"digit": {"kind": "multiclass", "num_classes": 10, "source": "digits"}}
+
+
+def _run_pipeline(fashion_mnist, data_prep_params, tasks, tmp_path, pretraining=None):
     catalog = DataCatalog({
-        "fashion_mnist": MemoryDataset(fashion_mnist_small),
+        "fashion_mnist": MemoryDataset(fashion_mnist),
+        "digits": DigitsDataset(),
+        "image_manifest": MemoryDataset(None),  # no manifest file: the entry loads None
         "params:data_prep": MemoryDataset(data_prep_params),
+        "params:tasks": MemoryDataset(tasks),
+        "params:pretraining": MemoryDataset(pretraining or {}),
         "normalisation_stats": JSONDataset(filepath=str(tmp_path / "stats.json")),
     })  # fmt: skip
     SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def test_pipeline_builds_uint8_model_input_and_train_statistics_per_source(
+    fashion_mnist_small, data_prep_params, tmp_path
+):
+    catalog = _run_pipeline(
+        fashion_mnist_small, data_prep_params, TASKS | DIGIT, tmp_path
+    )
     train, val, test = (
         catalog.load(f"model_input_{s}") for s in ("train", "val", "test")
     )
-    assert (
-        train["images"].shape == (900, 1, 36, 36)
-        and train["images"].dtype == torch.float32
-    )
-    assert val["images"].shape == (300, 1, 36, 36)
-    assert test["images"].shape == (400, 1, 36, 36)
-    assert train["labels"]["left"].dtype == torch.int64
-    assert set(train) == {"images", "labels"}  # source_index stays out of the tensors
-    # normalised with train statistics only: train is exactly standardised, test is not
-    assert abs(train["images"].mean().item()) < 1e-4
-    assert abs(train["images"].std().item() - 1) < 1e-3
+    assert set(train) == set(val) == set(test) == {"multifashion", "digits"}
+    raw = compose_splits(fashion_mnist_small, data_prep_params)
+    for split, data in zip(("train", "val", "test"), (train, val, test), strict=True):
+        mf = data["multifashion"]
+        assert set(mf) == {"images", "labels"}  # source_index stays out of the tensors
+        assert mf["images"].dtype == torch.uint8  # normalised when read, not here
+        assert mf["images"].shape == (len(raw[split]["images"]), 1, 36, 36)
+        assert torch.equal(mf["images"][:, 0], torch.from_numpy(raw[split]["images"]))
+        assert set(mf["labels"]) == {"left", "right", "footwear", "ink"}
+        assert mf["labels"]["left"].dtype == torch.int64
+        assert mf["labels"]["ink"].dtype == torch.float32
+        for name, labels in raw[split]["labels"].items():
+            np.testing.assert_array_equal(mf["labels"][name].numpy(), labels)
+    sizes = [len(d["multifashion"]["images"]) for d in (train, val, test)]
+    assert sizes == [900, 300, 400]
+
     stats = catalog.load("normalisation_stats")
-    assert stats["computed_on"] == "train" and stats["n_images"] == 900
+    assert set(stats) == {"multifashion", "digits"}
+    mf_stats = stats["multifashion"]
+    assert mf_stats["computed_on"] == "train" and mf_stats["n_images"] == 900
+    pixels = raw["train"]["images"].astype(np.float64) / 255
+    assert mf_stats["mean"] == pytest.approx(pixels.mean(), rel=1e-9)
+    assert mf_stats["std"] == pytest.approx(pixels.std(), rel=1e-6)
+    # normalised with train statistics only: train is exactly standardised, test is not
+    normalised = (pixels - mf_stats["mean"]) / mf_stats["std"]
+    assert abs(normalised.mean()) < 1e-6 and abs(normalised.std() - 1) < 1e-6
+    assert mf_stats["mean"] != pytest.approx(
+        raw["test"]["images"].mean() / 255, rel=1e-6
+    )
+    ink = raw["train"]["labels"]["ink"].astype(np.float64)
+    assert mf_stats["targets"] == {  # real-valued labels only
+        "ink": {"mean": pytest.approx(ink.mean()), "std": pytest.approx(ink.std()),
+                "n": 900}
+    }  # fmt: skip
+
+    digits = [d["digits"] for d in (train, val, test)]
+    labels = DigitsDataset().load()["labels"]
+    per_class = np.bincount(labels)
+    n_test = np.round(0.2 * per_class).astype(int)  # data_prep.digits.test_fraction
+    n_val = np.round(0.25 * (per_class - n_test)).astype(int)  # data_prep.val_fraction
+    expected = [per_class - n_test - n_val, n_val, n_test]
+    for data, counts in zip(digits, expected, strict=True):
+        assert set(data) == {"images", "labels"} and set(data["labels"]) == {"digit"}
+        assert data["images"].dtype == torch.uint8
+        assert data["images"].shape == (counts.sum(), 1, 36, 36)
+        np.testing.assert_array_equal(np.bincount(data["labels"]["digit"]), counts)
+        # a 28 px digit (data_prep.digits.item_size) centred on the 36 px canvas
+        border = data["images"].clone()
+        border[:, :, 4:32, 4:32] = 0
+        assert border.max() == 0 and data["images"].max() > 0
+    assert sum(len(d["images"]) for d in digits) == len(labels)
+    pixels = digits[0]["images"].double() / 255
+    assert stats["digits"]["mean"] == pytest.approx(pixels.mean().item(), rel=1e-9)
+    assert stats["digits"]["std"] == pytest.approx(
+        pixels.std(unbiased=False).item(), rel=1e-6
+    )
+    assert stats["digits"]["n_images"] == len(digits[0]["images"])
+    assert stats["digits"]["targets"] == {}
+
     report = catalog.load("data_report")
-    counts = report.groupby(["split", "label"])["count"].sum()
-    assert counts["train", "left"] == 900 and counts["test", "right"] == 400
-    assert counts["train", "footwear"] == 900 and counts["val", "ink"] == 300
+    counts = report.groupby(["source", "split", "label"])["count"].sum()
+    assert counts["multifashion", "train", "left"] == 900
+    assert counts["multifashion", "test", "right"] == 400
+    assert counts["multifashion", "train", "footwear"] == 900
+    ink_rows = report[(report["label"] == "ink") & (report["split"] == "val")]
+    columns = ["class_id", "class_name", "count", "labelled"]
+    assert ink_rows[columns].to_dict("records") == [  # real-valued: missing rows only
+        {"class_id": -1, "class_name": "missing", "count": 0, "labelled": 300}
+    ]
+    assert counts["digits", "test", "digit"] == n_test.sum()
     assert set(report["class_name"]) >= {"Sneaker", "Ankle boot", "footwear", "missing"}
+    digit_names = set(report.loc[report["source"] == "digits", "class_name"])
+    assert digit_names == {*map(str, range(10)), "missing"}
     missing = report[report["class_id"] == -1].set_index(["split", "label"])["count"]
     assert missing.sum() == 0  # every label present unless missing_labels says so
+    labelled = report.groupby(["source", "split", "label"])["labelled"].unique()
+    assert labelled["multifashion", "val", "left"].tolist() == [300]  # on every row
+    assert labelled["digits", "train", "digit"].tolist() == [expected[0].sum()]
+
+
+def test_only_the_sources_the_tasks_or_the_pretraining_read_are_prepared(
+    fashion_mnist_small, data_prep_params, tmp_path
+):
+    catalog = _run_pipeline(fashion_mnist_small, data_prep_params, TASKS, tmp_path)
+    assert set(catalog.load("model_input_train")) == {"multifashion"}
+    assert set(catalog.load("normalisation_stats")) == {"multifashion"}
+    assert set(catalog.load("data_report")["source"]) == {"multifashion"}
+    digits_only = {"digits": DigitsDataset().load()}
+    assert compose_splits(fashion_mnist_small, data_prep_params, DIGIT, {}) == {}
+    assert prepare_digits(digits_only["digits"], data_prep_params, TASKS, {}) == {}
+    # a pretraining on MultiFashion needs it even when no task reads it
+    composed = compose_splits(fashion_mnist_small, data_prep_params, DIGIT,
+                              {"source": "multifashion"})  # fmt: skip
+    assert set(composed) == {"train", "val", "test"}
+    # without a task spec (older callers), MultiFashion is composed as before
+    _assert_same_split(
+        composed["train"],
+        compose_splits(fashion_mnist_small, data_prep_params)["train"],
+    )
 
 
 def test_splits_draw_from_their_official_split_only(
@@ -185,14 +287,15 @@ def test_missing_labels_hide_train_and_val_labels_only(
     np.testing.assert_array_equal(
         splits["train"]["images"], complete["train"]["images"]
     )
-    report = report_class_balance(splits).set_index(["split", "label", "class_name"])[
-        "count"
-    ]
+    table = report_class_balance({"multifashion": splits}, TASKS)
+    report = table.set_index(["source", "split", "label", "class_name"])
     assert (
-        report["train", "left", "missing"] == 450
-        and report["test", "left", "missing"] == 0
+        report.loc[("multifashion", "train", "left", "missing"), "count"] == 450
+        and report.loc[("multifashion", "test", "left", "missing"), "count"] == 0
     )
-    assert report["train", "ink", "missing"] == 225
+    assert report.loc[("multifashion", "train", "ink", "missing"), "count"] == 225
+    assert report.loc[("multifashion", "train", "left", "missing"), "labelled"] == 450
+    assert report.loc[("multifashion", "val", "ink", "missing"), "labelled"] == 225
     # each label has its own stream: hiding more of `left` moves no `ink` row
     more = compose_splits(
         fashion_mnist_small, params | {"missing_labels": {"left": 0.9, "ink": 0.25}}

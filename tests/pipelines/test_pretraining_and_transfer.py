@@ -7,6 +7,7 @@ from conftest import SMALL_DATA_PREP
 
 from multitask_cnn.config import ConfigError, validate_parameters
 from multitask_cnn.data.multifashion import train_val_pools
+from multitask_cnn.data.tensors import image_stats
 from multitask_cnn.models.transfer import TransferError
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.pipelines.pretraining.nodes import (
@@ -17,14 +18,16 @@ from multitask_cnn.pipelines.pretraining.nodes import (
 from multitask_cnn.pipelines.weight_transfer.nodes import transfer_initial_state
 
 STATS = {"mean": 0.1, "std": 0.3}
+NORMALISATION = {"multifashion": STATS}  # data_prep's statistics, per source
 TRAINING = {"epochs": 1, "batch_size": 128, "device": "cpu"}
 TASKS = {"left": {"kind": "multiclass", "num_classes": 10},
          "right": {"kind": "multiclass", "num_classes": 10}}  # fmt: skip
 
 
-def _data(fashion_mnist_small, model_inputs, pretraining, pretraining_file=None):
+def _data(fashion_mnist_small, model_inputs, pretraining, pretraining_file=None,
+          normalisation=NORMALISATION):  # fmt: skip
     return build_pretraining_data(fashion_mnist_small, model_inputs[0], model_inputs[1],
-                                  pretraining_file, STATS, SMALL_DATA_PREP, pretraining)  # fmt: skip
+                                  pretraining_file, normalisation, SMALL_DATA_PREP, pretraining)  # fmt: skip
 
 
 def test_single_items_come_from_the_train_pool_and_val_from_the_val_pool(
@@ -41,9 +44,12 @@ def test_single_items_come_from_the_train_pool_and_val_from_the_val_pool(
     assert task == {"kind": "multiclass", "num_classes": 10,
                     "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]}  # fmt: skip
+    # uint8 like the model input, normalised when read with MultiFashion's statistics
+    # (the input the transferred weights will see)
+    assert train["images"].dtype == val["images"].dtype == torch.uint8
+    assert train["normalisation"] == val["normalisation"] == STATS
     # one whole item per canvas: 28x28 of ink inside a 36x36 canvas of background
-    background = (0 - STATS["mean"]) / STATS["std"]
-    ink = (train["images"][:50, 0] - background).abs() > 1e-4
+    ink = train["images"][:50, 0] > 0
     rows, cols = ink.any(2), ink.any(1)
     assert (rows.sum(1) <= 28).all() and (cols.sum(1) <= 28).all()
     offsets = {int(r.nonzero()[0]) for r in rows}
@@ -52,15 +58,26 @@ def test_single_items_come_from_the_train_pool_and_val_from_the_val_pool(
     subset, _, _ = _data(fashion_mnist_small, model_inputs, {"n_train": 100})
     assert subset["images"].shape[0] == 100
 
+    # no MultiFashion statistics (no task reads it): the items' own train statistics
+    own, own_val, _ = _data(fashion_mnist_small, model_inputs, {}, normalisation={})
+    assert torch.equal(own["images"], train["images"])
+    assert (
+        own["normalisation"] == own_val["normalisation"] == image_stats(train["images"])
+    )
+    assert own["normalisation"]["mean"] != pytest.approx(STATS["mean"], abs=1e-3)
+
 
 def test_multifashion_and_file_sources(fashion_mnist_small, model_inputs, tmp_path):
     train, val, task = _data(fashion_mnist_small, model_inputs,
                              {"source": "multifashion", "label": "footwear"})  # fmt: skip
+    multifashion = [m["multifashion"] for m in model_inputs[:2]]
+    assert torch.equal(train["images"], multifashion[0]["images"])  # uint8 as is
     assert torch.equal(
-        train["labels"]["footwear"], model_inputs[0]["labels"]["footwear"]
+        train["labels"]["footwear"], multifashion[0]["labels"]["footwear"]
     )
-    assert task["kind"] == "binary" and len(val["images"]) == len(
-        model_inputs[1]["images"]
+    assert set(train["labels"]) == {"footwear"} and train["normalisation"] == STATS
+    assert task["kind"] == "binary" and torch.equal(
+        val["images"], multifashion[1]["images"]
     )
 
     rng = np.random.default_rng(0)
@@ -71,6 +88,11 @@ def test_multifashion_and_file_sources(fashion_mnist_small, model_inputs, tmp_pa
     )
     # stratified like data_prep: round(0.25 * 10) = 2 of each class's 10 images
     assert len(train["images"]) == 32 and len(val["images"]) == 8
+    assert (
+        train["images"].shape == (32, 1, 36, 36)
+        and train["images"].dtype == torch.uint8
+    )
+    assert train["normalisation"] == STATS
     assert torch.bincount(val["labels"]["class"]).tolist() == [2, 2, 2, 2]
     assert task == {"kind": "multiclass", "num_classes": 4, "class_names": None}
 
@@ -136,7 +158,7 @@ def test_weight_transfer_refuses_a_missing_or_mismatched_source(tmp_path):
 
 
 def test_training_refuses_a_missing_or_foreign_initial_state(model_inputs):
-    args = (model_inputs[0], model_inputs[1], STATS, TASKS, {}, TRAINING, {})
+    args = (model_inputs[0], model_inputs[1], NORMALISATION, TASKS, {}, TRAINING, {})
     with pytest.raises(
         FileNotFoundError, match="run the weight_transfer pipeline first"
     ):
@@ -234,7 +256,7 @@ def test_training_refuses_an_initial_state_built_with_another_mapping(model_inpu
     args = (
         model_inputs[0],
         model_inputs[1],
-        STATS,
+        NORMALISATION,
         TASKS,
         {"backbone": "lenet"},
         TRAINING,
@@ -249,7 +271,7 @@ def test_a_failing_transfer_does_not_stop_a_run_from_scratch(model_inputs):
         None, TASKS, {}, TRAINING, {"enabled": False}
     )
     assert "no pretrained backbone" in report["error"] and metrics == {}
-    args = (model_inputs[0], model_inputs[1], STATS, TASKS, {}, TRAINING, {})
+    args = (model_inputs[0], model_inputs[1], NORMALISATION, TASKS, {}, TRAINING, {})
     checkpoint, _, _ = train_multitask_model(*args, state, {"enabled": False})
     assert checkpoint["config"]["transfer"]["source"] is None
     with pytest.raises(ValueError, match="could not transfer: no pretrained backbone"):

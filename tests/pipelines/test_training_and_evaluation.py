@@ -8,7 +8,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from multitask_cnn.config import parse_tasks
-from multitask_cnn.io import CSVDataset, JSONDataset, TorchDataset
+from multitask_cnn.io import CSVDataset, DigitsDataset, JSONDataset, TorchDataset
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
 from multitask_cnn.pipelines import (
@@ -32,6 +32,7 @@ TRAIN_AND_EVALUATE = (
 )
 PROVENANCE = {"git.commit": "abc123", "git.dirty": "false", "mlflow.run_id": "run42"}
 STATS = {"mean": 0.1, "std": 0.3, "computed_on": "train", "n_images": 900}
+NORMALISATION = {"multifashion": STATS}  # data_prep's statistics, per source
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def catalog(model_inputs, tasks_params, tmp_path):
     train, val, test = model_inputs
     return DataCatalog({
         "model_input_train": MemoryDataset(train), "model_input_val": MemoryDataset(val),
-        "model_input_test": MemoryDataset(test), "normalisation_stats": MemoryDataset(STATS),
+        "model_input_test": MemoryDataset(test), "normalisation_stats": MemoryDataset(NORMALISATION),
         "provenance": MemoryDataset(PROVENANCE),
         "params:tasks": MemoryDataset(tasks_params),
         "params:model": MemoryDataset({"backbone": "convnet"}),
@@ -62,12 +63,18 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
     SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
 
     checkpoint = catalog.load("multitask_checkpoint")  # round-trips through the file
-    assert checkpoint["format_version"] == 2
-    assert (
-        checkpoint["provenance"] == PROVENANCE and checkpoint["normalisation"] == STATS
-    )
-    assert checkpoint["input_fingerprint"] == {"train": fingerprint(model_inputs[0]),
-                                               "val": fingerprint(model_inputs[1])}  # fmt: skip
+    assert checkpoint["format_version"] == 3
+    assert checkpoint["provenance"] == PROVENANCE
+    assert checkpoint["normalisation"] == {
+        "multifashion": STATS | {"targets": {}}
+    }  # the sources it read (no regression task: no target statistics)
+    assert checkpoint["input_fingerprint"] == {
+        "train": fingerprint({"multifashion": model_inputs[0]["multifashion"]}),
+        "val": fingerprint({"multifashion": model_inputs[1]["multifashion"]}),
+    }
+    assert checkpoint["labelled"] == {
+        t: {"train": 900, "val": 300} for t in ("left", "right")
+    }
     config = checkpoint["config"]  # effective: defaults filled in
     assert config["model"]["backbone_args"]["dropout"] == 0.3
     assert config["training"]["epochs"] == 2 and config["training"]["lr"] == 0.001
@@ -95,6 +102,9 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
             and 0 < metrics["test"][task]["f1_macro"] <= 1
         )
         assert metrics["test"][task]["n"] == 400
+    assert metrics["labelled"] == {
+        t: {"train": 900, "val": 300, "test": 400} for t in ("left", "right")
+    }
     assert metrics["checkpoint"]["provenance"]["mlflow.run_id"] == "run42"
     assert metrics["checkpoint"]["epoch"] == checkpoint["epoch"]
 
@@ -146,10 +156,13 @@ def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
     SequentialRunner().run(
         baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
     )
-    catalog["normalisation_stats"] = MemoryDataset(STATS | {"mean": 0.2})
+    catalog["normalisation_stats"] = MemoryDataset(
+        {"multifashion": STATS | {"mean": 0.2}}
+    )
     with pytest.raises(
         CheckpointMismatchError,
-        match="normalised with mean 0.2, the model was trained with 0.1",
+        match="source 'multifashion': the data is normalised with mean 0.2, "
+        "the model was trained with 0.1",
     ):
         SequentialRunner().run(evaluation.create_pipeline(), catalog)
 
@@ -171,13 +184,26 @@ def test_evaluation_builds_the_heads_the_checkpoint_was_trained_with(
 def test_labels_that_do_not_fit_the_spec_stop_training_before_it_starts(
     model_inputs, tasks_params
 ):
-    train = {"images": model_inputs[0]["images"],
-             "labels": dict(model_inputs[0]["labels"], left=model_inputs[0]["labels"]["left"].clone())}  # fmt: skip
-    train["labels"]["left"][7] = 12
-    with pytest.raises(LabelError, match="task 'left' .* train row 7 has label 12"):
+    multifashion = model_inputs[0]["multifashion"]
+    left = multifashion["labels"]["left"].clone()
+    left[7] = 12
+    train = {"multifashion": {"images": multifashion["images"],
+                              "labels": dict(multifashion["labels"], left=left)}}  # fmt: skip
+    with pytest.raises(
+        LabelError, match="task 'left' .* train multifashion row 7 has label 12"
+    ):
         train_multitask_model(
-            train, model_inputs[1], STATS, tasks_params, {}, TRAINING, PROVENANCE,
+            train, model_inputs[1], NORMALISATION, tasks_params, {}, TRAINING, PROVENANCE,
             None, {"enabled": False},
+        )  # fmt: skip
+    # a task whose source the model input lacks is named before training, too
+    digits = {"digit": {"kind": "multiclass", "num_classes": 10, "source": "digits"}}
+    with pytest.raises(
+        ValueError, match="the train model input has no source 'digits'"
+    ):
+        train_multitask_model(
+            model_inputs[0], model_inputs[1], NORMALISATION, tasks_params | digits, {},
+            TRAINING, PROVENANCE, None, {"enabled": False},
         )  # fmt: skip
 
 
@@ -192,6 +218,8 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
     missing = {"left": 0.5, "footwear": 0.3, "ink": 0.4}
     catalog = DataCatalog({
         "fashion_mnist": MemoryDataset(fashion_mnist_small),
+        "digits": DigitsDataset(),
+        "image_manifest": MemoryDataset(None),  # no manifest file: the entry loads None
         "params:data_prep": MemoryDataset(SMALL_DATA_PREP | {"missing_labels": missing}),
         "provenance": MemoryDataset(PROVENANCE),
         "params:tasks": MemoryDataset(tasks),
@@ -199,6 +227,7 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "params:training": MemoryDataset(TRAINING | {"epochs": 3, "lr": 0.003}),
         "params:evaluation": MemoryDataset({"device": "cpu"}),
         "model_input_train": TorchDataset(str(tmp_path / "train.pt")),
+        "normalisation_stats": JSONDataset(str(tmp_path / "stats.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
@@ -219,10 +248,17 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         f"heads.{t}.0.{p}" for t in ("left", "shoes", "ink") for p in ("weight", "bias")
     } | {"shared.fc.1.weight", "shared.fc.1.bias"}  # fmt: skip
 
-    train_labels = catalog.load("model_input_train")["labels"]
+    model_input_train = catalog.load("model_input_train")
+    assert set(model_input_train) == {"multifashion"}  # no task reads the digits
+    train_labels = model_input_train["multifashion"]["labels"]
     assert (train_labels["left"] == -1).sum() == 450 and torch.isnan(
         train_labels["ink"]
     ).sum() == 360
+    ink_scaling = catalog.load("normalisation_stats")["multifashion"]["targets"]["ink"]
+    labelled_ink = train_labels["ink"][~torch.isnan(train_labels["ink"])].double()
+    assert ink_scaling["n"] == 540
+    assert ink_scaling["mean"] == pytest.approx(labelled_ink.mean().item())
+    assert ink_scaling["std"] == pytest.approx(labelled_ink.std(unbiased=False).item())
     history = catalog.load("training_history")
     assert history["transfer.frozen_parameters"].tolist() == [5840, 0, 0]
     # the baselines start from the same transfer (Δm compares sharing, both transferred)
@@ -251,15 +287,20 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         set(metrics["left"]) == {"accuracy", "f1_macro", "n"}
         and metrics["left"]["n"] == 400
     )
-    assert (
-        set(metrics["ink"]) == {"mse", "mae", "n"} and 0 < metrics["ink"]["mae"] < 1
-    )  # ink is in [0, 1]
+    assert set(metrics["ink"]) == {"mae", "rmse", "n"} and metrics["ink"]["n"] == 400
+    # in the label's units (ink is in [0, 1]), not in the standardised training units
+    assert 0 < metrics["ink"]["mae"] <= metrics["ink"]["rmse"] < ink_scaling["std"]
     assert metrics["shoes"]["accuracy"] > 0.5 and metrics["left"]["accuracy"] > 0.15
     assert all(math.isfinite(v) for m in metrics.values() for v in m.values())
     mlflow_metrics = catalog.load("test_metrics")
-    assert {"test.ink.mse", "test.shoes.f1_macro", "test.left.accuracy"} <= set(
-        mlflow_metrics
-    )
+    assert {"test.ink.mae", "test.ink.rmse", "test.shoes.f1_macro",
+            "test.left.accuracy"} <= set(mlflow_metrics)  # fmt: skip
+    assert not any(name.endswith(".mse") for name in mlflow_metrics)
+    assert catalog.load("task_metrics")["labelled"] == {
+        "left": {"train": 450, "val": 150, "test": 400},
+        "shoes": {"train": 630, "val": 210, "test": 400},
+        "ink": {"train": 540, "val": 180, "test": 400},
+    }
     assert set(catalog.load("confusion_matrices")) == {"confusion_matrix_left.png",
                                                        "confusion_matrix_shoes.png"}  # fmt: skip
 
@@ -274,6 +315,9 @@ def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_chan
         "left": first["left"]["config"]["tasks"]["left"]
     }
     assert first["left"]["config"]["model"]["shared_stages"] is None  # all its own
+    assert first["left"]["format_version"] == 3
+    assert first["left"]["normalisation"] == {"multifashion": STATS | {"targets": {}}}
+    assert first["left"]["labelled"] == {"left": {"train": 900, "val": 300}}
     stl = catalog.load("baseline_metrics")["test"]
     mtl = catalog.load("task_metrics")["test"]
     comparison = catalog.load("comparison")
@@ -295,10 +339,11 @@ def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_chan
 
     # other `left` labels retrain the `left` baseline only
     train = catalog.load("model_input_train")
-    labels = dict(train["labels"], left=train["labels"]["left"].clone())
+    multifashion = train["multifashion"]
+    labels = dict(multifashion["labels"], left=multifashion["labels"]["left"].clone())
     labels["left"][:10] = -1
     catalog["model_input_train"] = MemoryDataset(
-        {"images": train["images"], "labels": labels}
+        {"multifashion": {"images": multifashion["images"], "labels": labels}}
     )
     SequentialRunner().run(baselines.create_pipeline(), catalog)
     relabelled = catalog.load("baseline_checkpoints")

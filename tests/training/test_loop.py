@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import io
 import math
 import sys
@@ -30,8 +31,8 @@ KINDS = kinds_of(TASKS)
 LABELS = {"left": "left", "right": "right"}
 
 
-def _splits(model_inputs):
-    return [Split.from_model_input(m, LABELS) for m in model_inputs[:2]]
+def _splits(mf_splits):
+    return mf_splits(LABELS)[:2]
 
 
 def _state(
@@ -44,9 +45,9 @@ def _state(
 
 
 def _fit(
-    model_inputs, state=None, epochs=3, patience=5, callback=None, prefix="", **kwargs
+    mf_splits, state=None, epochs=3, patience=5, callback=None, prefix="", **kwargs
 ):
-    train, val = _splits(model_inputs)
+    train, val = _splits(mf_splits)
     state = state or _state(**kwargs)
     source = InMemorySource(train, 64, seed=1)
     fit(state, source, InMemorySource(val, 256), KINDS, CPU, epochs=epochs,
@@ -54,8 +55,8 @@ def _fit(
     return state, val, source
 
 
-def test_in_memory_source_covers_every_row_once_and_resumes_its_order(model_inputs):
-    train, _ = _splits(model_inputs)
+def test_in_memory_source_covers_every_row_once_and_resumes_its_order(mf_splits):
+    train, _ = _splits(mf_splits)
     source = InMemorySource(train, 64, seed=0)
     seen = torch.cat([b.labels["left"] for b in source])
     assert len(source) == -(-len(train) // 64) and len(seen) == len(train)
@@ -70,10 +71,28 @@ def test_in_memory_source_covers_every_row_once_and_resumes_its_order(model_inpu
     assert torch.equal(torch.cat(plain), train.labels["left"])  # no seed: in order
 
 
-def test_fit_learns_real_data_and_leaves_the_best_weights_in_the_model(model_inputs):
+def test_uint8_images_are_normalised_as_they_are_read(mf_splits):
+    train, _ = _splits(mf_splits)
+    assert train.images.dtype == torch.uint8 and train.image_shape == (1, 36, 36)
+    expected = (train.images.double() / 255.0 - train.mean) / train.std
+    batches = list(InMemorySource(train, 500))
+    assert all(b.images.dtype == torch.float32 for b in batches)
+    torch.testing.assert_close(torch.cat([b.images for b in batches]), expected.float())
+    assert batches[0].rows == {"left": slice(None), "right": slice(None)}
+    rows = torch.tensor([7, 2, 850, 2])  # a shuffled batch's index: images follow it
+    picked = train.batch(rows)
+    torch.testing.assert_close(picked.images, expected[rows].float())
+    assert torch.equal(picked.labels["left"], train.labels["left"][rows])
+    # whole-dataset normalisation: near zero mean and unit std on the train split
+    assert abs(expected.mean()) < 1e-6 and abs(expected.std() - 1) < 1e-3
+    already = Split(expected.float(), train.labels)  # float input: already normalised
+    torch.testing.assert_close(already.images_at(slice(0, 10)), expected[:10].float())
+
+
+def test_fit_learns_real_data_and_leaves_the_best_weights_in_the_model(mf_splits):
     records = []
     state, val, _ = _fit(
-        model_inputs, epochs=4, callback=lambda e, r: records.append((e, r))
+        mf_splits, epochs=4, callback=lambda e, r: records.append((e, r))
     )
     history = state.history
     assert [e for e, _ in records] == [1, 2, 3, 4] == [h["epoch"] for h in history]
@@ -93,9 +112,9 @@ def test_fit_learns_real_data_and_leaves_the_best_weights_in_the_model(model_inp
     } <= set(history[0])
 
 
-def test_the_model_holds_the_best_epoch_even_when_later_epochs_are_worse(model_inputs):
+def test_the_model_holds_the_best_epoch_even_when_later_epochs_are_worse(mf_splits):
     # a huge learning rate makes val.loss worse after the first epoch
-    state, val, _ = _fit(model_inputs, epochs=10, patience=2, lr=5.0)
+    state, val, _ = _fit(mf_splits, epochs=10, patience=2, lr=5.0)
     assert state.stopped_early and state.best_epoch < len(state.history)
     assert len(state.history) == state.best_epoch + 2
     again = evaluate(state.model, InMemorySource(val, 256), KINDS, CPU)
@@ -105,15 +124,17 @@ def test_the_model_holds_the_best_epoch_even_when_later_epochs_are_worse(model_i
     assert again["loss"] < state.history[-1]["val.loss"]
 
 
-def test_epoch_losses_average_over_labelled_rows_and_loss_is_their_sum(model_inputs):
-    train, _ = _splits(model_inputs)
+def test_epoch_losses_average_over_labelled_rows_and_loss_is_their_sum(mf_splits):
+    train, _ = _splits(mf_splits)
     left = train.labels["left"].clone()
     left[::3] = -1  # a third of the rows have no `left` label
-    split = Split(train.images, {"left": left, "right": train.labels["right"]})
+    split = dataclasses.replace(
+        train, labels={"left": left, "right": train.labels["right"]}
+    )
     state = _state()
     metrics = evaluate(state.model, InMemorySource(split, 100), KINDS, CPU)
     with torch.no_grad():
-        out = state.model(split.images)
+        out = state.model(split.images_at(slice(None)))
     labelled = left >= 0
     expected_left = F.cross_entropy(out["left"][labelled], left[labelled]).item()
     assert metrics["left.loss"] == pytest.approx(expected_left, rel=1e-5)
@@ -137,13 +158,15 @@ def test_epoch_losses_average_over_labelled_rows_and_loss_is_their_sum(model_inp
     )
 
 
-def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(model_inputs):
+def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(mf_splits):
     tasks = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
                          "ink": {"kind": "regression"}})  # fmt: skip
-    train = Split.from_model_input(model_inputs[0], {"left": "left", "ink": "ink"})
+    train = mf_splits({"left": "left", "ink": "ink"})[0]
     ink = train.labels["ink"].clone()
     ink[200:] = math.inf  # rows 200.. poison the second batch of 200 (unshuffled)
-    split = Split(train.images, {"left": train.labels["left"], "ink": ink})
+    split = dataclasses.replace(
+        train, labels={"left": train.labels["left"], "ink": ink}
+    )
     state = _state(tasks=tasks)
     with pytest.raises(
         NonFiniteLossError,
@@ -156,9 +179,9 @@ def test_a_non_finite_loss_stops_training_naming_task_epoch_and_step(model_input
     )  # no bad step taken
 
 
-def test_a_non_finite_val_loss_is_an_error_not_a_best_epoch(model_inputs):
+def test_a_non_finite_val_loss_is_an_error_not_a_best_epoch(mf_splits):
     state = _state()
-    train, val = _splits(model_inputs)
+    train, val = _splits(mf_splits)
     with torch.no_grad():
         state.model.heads["right"][0].weight.fill_(math.nan)
     with pytest.raises(
@@ -166,9 +189,12 @@ def test_a_non_finite_val_loss_is_an_error_not_a_best_epoch(model_inputs):
     ):
         evaluate(state.model, InMemorySource(val, 256), KINDS, CPU, epoch=4)
     # a task without a single labelled row is left out of `loss`, not an error
-    unlabelled = Split(
-        val.images,
-        {"left": val.labels["left"], "right": torch.full_like(val.labels["right"], -1)},
+    unlabelled = dataclasses.replace(
+        val,
+        labels={
+            "left": val.labels["left"],
+            "right": torch.full_like(val.labels["right"], -1),
+        },
     )
     metrics = evaluate(_state().model, InMemorySource(unlabelled, 256), KINDS, CPU)
     assert math.isnan(metrics["right.loss"]) and metrics["loss"] == metrics["left.loss"]
@@ -186,15 +212,15 @@ def test_unshared_stages_get_gradients_from_their_own_task_only():
     assert all(p.grad is None for p in model.heads["right"].parameters())
 
 
-def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(model_inputs):
-    train, _ = _splits(model_inputs)
-    train = Split(train.images[:128], {t: y[:128] for t, y in train.labels.items()})
+def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(mf_splits):
+    train, _ = _splits(mf_splits)
+    train = train.subset(slice(0, 128))
     weighted = _state(weighting="static", optimizer="sgd", lr=0.1)
     manual = copy.deepcopy(weighted.model)
     optimizer = torch.optim.SGD(manual.parameters(), lr=0.1, momentum=0.9)
     train_one_epoch(weighted.model, InMemorySource(train, 128), KINDS, weighted.strategy,
                     weighted.optimizer, CPU)  # fmt: skip
-    out = manual(train.images)
+    out = manual(train.images_at(slice(None)))
     loss = F.cross_entropy(out["left"], train.labels["left"]) + 3.0 * F.cross_entropy(
         out["right"], train.labels["right"]
     )
@@ -220,7 +246,7 @@ def test_static_weighting_inside_fit_back_propagates_the_weighted_sum(model_inpu
         ("sgd", torch.optim.SGD, {"lr": 0.01, "weight_decay": 0.1, "momentum": 0.5}),
     ],
 )
-def test_optimizers_by_name_train_the_model(model_inputs, name, cls, group):
+def test_optimizers_by_name_train_the_model(mf_splits, name, cls, group):
     model = build_model(TASKS, "lenet")
     optimizer = build_optimizer(
         name, model.parameters(), lr=0.01, weight_decay=0.1, momentum=0.5
@@ -228,15 +254,15 @@ def test_optimizers_by_name_train_the_model(model_inputs, name, cls, group):
     assert type(optimizer) is cls
     assert {k: optimizer.param_groups[0][k] for k in group} == group
     state, _, _ = _fit(
-        model_inputs, epochs=2, optimizer=name, lr=0.01 if name == "sgd" else 3e-3
+        mf_splits, epochs=2, optimizer=name, lr=0.01 if name == "sgd" else 3e-3
     )
     assert state.history[-1]["train.loss"] < state.history[0]["train.loss"]
 
 
-def test_same_seed_same_weights(model_inputs):
-    a, _, _ = _fit(model_inputs, seed=11, epochs=1)
-    b, _, _ = _fit(model_inputs, seed=11, epochs=1)
-    c, _, _ = _fit(model_inputs, seed=12, epochs=1)
+def test_same_seed_same_weights(mf_splits):
+    a, _, _ = _fit(mf_splits, seed=11, epochs=1)
+    b, _, _ = _fit(mf_splits, seed=11, epochs=1)
+    c, _, _ = _fit(mf_splits, seed=12, epochs=1)
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key]), key
     assert not torch.equal(
@@ -244,18 +270,18 @@ def test_same_seed_same_weights(model_inputs):
     )
 
 
-def test_metric_names_take_a_prefix(model_inputs):
-    state, _, _ = _fit(model_inputs, epochs=1, prefix="baseline.left.")
+def test_metric_names_take_a_prefix(mf_splits):
+    state, _, _ = _fit(mf_splits, epochs=1, prefix="baseline.left.")
     keys = set(state.history[0]) - {"epoch"}
     assert keys and all(k.startswith("baseline.left.") for k in keys)
     assert "baseline.left.val.left.accuracy" in keys
 
 
-def test_train_state_round_trip_resumes_bit_for_bit(model_inputs, tmp_path):
-    train, val = _splits(model_inputs)
-    straight, _, _ = _fit(model_inputs, epochs=3)  # uninterrupted
+def test_train_state_round_trip_resumes_bit_for_bit(mf_splits, tmp_path):
+    train, val = _splits(mf_splits)
+    straight, _, _ = _fit(mf_splits, epochs=3)  # uninterrupted
 
-    first, _, _ = _fit(model_inputs, epochs=2)  # interrupted after epoch 2...
+    first, _, _ = _fit(mf_splits, epochs=2)  # interrupted after epoch 2...
     dataset = TorchDataset(str(tmp_path / "state.pt"))
     dataset.save(first.state_dict())
     resumed = _state(seed=99)  # ...and resumed: other initial weights, other data order
@@ -278,7 +304,7 @@ def test_train_state_round_trip_resumes_bit_for_bit(model_inputs, tmp_path):
 
 
 def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
-    model_inputs,
+    mf_splits,
 ):
     last = {}
 
@@ -286,7 +312,7 @@ def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
         last.update({k: v.clone() for k, v in state.model.state_dict().items()})
 
     state = _state(lr=5.0)
-    train, val = _splits(model_inputs)
+    train, val = _splits(mf_splits)
     fit(state, InMemorySource(train, 64, seed=1), InMemorySource(val, 256), KINDS, CPU,
         epochs=10, patience=2, on_epoch_end=keep_last)  # fmt: skip
     assert state.best_epoch < state.epoch  # the case that matters
@@ -297,7 +323,7 @@ def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
     )
 
 
-def test_train_state_refuses_another_format(model_inputs):
+def test_train_state_refuses_another_format():
     state = _state()
     saved = state.state_dict() | {"format_version": 0}
     with pytest.raises(ValueError, match="train state format 0 is not 2"):
@@ -309,11 +335,11 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_shows_on_a_terminal_only(model_inputs, monkeypatch):
+def test_progress_bar_shows_on_a_terminal_only(mf_splits, monkeypatch):
     terminal, pipe = _Terminal(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", terminal)
-    _fit(model_inputs, epochs=1)
+    _fit(mf_splits, epochs=1)
     assert "epoch 1/1" in terminal.getvalue()
     monkeypatch.setattr(sys, "stderr", pipe)
-    _fit(model_inputs, epochs=1)
+    _fit(mf_splits, epochs=1)
     assert pipe.getvalue() == ""

@@ -10,7 +10,7 @@ from multitask_cnn.models.transfer import (
     backbone_state_dict,
     transfer_weights,
 )
-from multitask_cnn.training import Split, WarmStart, train_model
+from multitask_cnn.training import WarmStart, train_model
 
 CPU = torch.device("cpu")
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
@@ -35,9 +35,9 @@ def _warm_start(shared_stages=None, **kwargs) -> WarmStart:
 
 
 def _train(
-    model_inputs, warm_start, epochs=2, weighting="equal", shared_stages=None, **budget
+    mf_splits, warm_start, epochs=2, weighting="equal", shared_stages=None, **budget
 ):
-    train, val = (Split.from_model_input(m, LABELS) for m in model_inputs[:2])
+    train, val, _ = mf_splits(LABELS)
     seen = {}
 
     def build():
@@ -56,11 +56,11 @@ def _train(
     return state, snapshots
 
 
-def test_transferred_weights_are_loaded_and_frozen_for_the_first_epochs(model_inputs):
+def test_transferred_weights_are_loaded_and_frozen_for_the_first_epochs(mf_splits):
     warm = _warm_start(freeze_epochs=1)
     assert warm.transferred == {"shared.conv1.0.weight", "shared.conv1.0.bias",
                                 "shared.conv2.0.weight", "shared.conv2.0.bias"}  # fmt: skip
-    state, snapshots = _train(model_inputs, warm)
+    state, snapshots = _train(mf_splits, warm)
     for name in warm.transferred:  # frozen in epoch 1, trained in epoch 2
         assert torch.equal(snapshots[1][name], warm.state[name]), name
         assert not torch.equal(snapshots[2][name], snapshots[1][name]), name
@@ -72,19 +72,19 @@ def test_transferred_weights_are_loaded_and_frozen_for_the_first_epochs(model_in
 
 
 def test_without_freezing_the_transferred_weights_train_from_the_first_epoch(
-    model_inputs,
+    mf_splits,
 ):
     warm = _warm_start()
-    state, snapshots = _train(model_inputs, warm, epochs=1)
+    state, snapshots = _train(mf_splits, warm, epochs=1)
     assert not torch.equal(
         snapshots[1]["shared.conv1.0.weight"], warm.state["shared.conv1.0.weight"]
     )
     assert "transfer.frozen_parameters" not in state.history[0]
 
 
-def test_the_transferred_parameters_train_at_a_scaled_learning_rate(model_inputs):
+def test_the_transferred_parameters_train_at_a_scaled_learning_rate(mf_splits):
     warm = _warm_start(lr_scale=0.1)
-    state, _ = _train(model_inputs, warm, epochs=1, lr=0.002)
+    state, _ = _train(mf_splits, warm, epochs=1, lr=0.002)
     groups = state.optimizer.param_groups
     assert [g["lr"] for g in groups] == [pytest.approx(0.002), pytest.approx(0.0002)]
     named = dict(state.model.named_parameters())
@@ -96,7 +96,7 @@ def test_the_transferred_parameters_train_at_a_scaled_learning_rate(model_inputs
 
 @pytest.mark.parametrize("weighting", ["upgrad", "gradnorm"])
 def test_gradient_level_strategies_train_while_every_shared_parameter_is_frozen(
-    model_inputs, weighting
+    mf_splits, weighting
 ):
     torch.manual_seed(5)
     model = build_model(TASKS, "lenet", shared_stages=2)
@@ -105,7 +105,7 @@ def test_gradient_level_strategies_train_while_every_shared_parameter_is_frozen(
     )
     names = {n for n, _ in model.named_parameters()} & set(report.transferred)
     warm = WarmStart(model.state_dict(), frozenset(names), freeze_epochs=1)
-    state, snapshots = _train(model_inputs, warm, weighting=weighting, shared_stages=2)
+    state, snapshots = _train(mf_splits, warm, weighting=weighting, shared_stages=2)
     assert torch.equal(
         snapshots[1]["shared.conv2.0.weight"], warm.state["shared.conv2.0.weight"]
     )
@@ -117,25 +117,25 @@ def test_gradient_level_strategies_train_while_every_shared_parameter_is_frozen(
     )
 
 
-def test_a_state_for_another_model_is_refused_naming_what_differs(model_inputs):
+def test_a_state_for_another_model_is_refused_naming_what_differs(mf_splits):
     warm = _warm_start(shared_stages=1)  # per-task conv2/fc: other tensor names
     with pytest.raises(
         ValueError, match="does not fit the model being trained.*missing"
     ):
-        _train(model_inputs, warm, epochs=1)
+        _train(mf_splits, warm, epochs=1)
 
 
-def test_freezing_every_parameter_is_refused_before_training(model_inputs):
+def test_freezing_every_parameter_is_refused_before_training(mf_splits):
     torch.manual_seed(5)
     model = build_model(TASKS, "lenet")
     every = frozenset(n for n, _ in model.named_parameters())
     warm = WarmStart(model.state_dict(), every, freeze_epochs=1)
     with pytest.raises(ValueError, match="would freeze every parameter.*'heads.\\*'"):
-        _train(model_inputs, warm, epochs=1)
+        _train(mf_splits, warm, epochs=1)
 
 
 def test_a_gradient_level_strategy_on_a_model_sharing_nothing_is_still_an_error(
-    model_inputs,
+    mf_splits,
 ):
     with pytest.raises(ValueError, match="shares none"):
-        _train(model_inputs, None, epochs=1, weighting="upgrad", shared_stages=0)
+        _train(mf_splits, None, epochs=1, weighting="upgrad", shared_stages=0)

@@ -26,6 +26,8 @@ class LabelInfo:
 class SourceInfo:
     description: str
     labels: Mapping[str, LabelInfo] = field(default_factory=dict)
+    # True: the labels are the user's columns, described by the task spec alone
+    labels_from_spec: bool = False
 
 
 SOURCES: Registry[SourceInfo] = Registry("data source")
@@ -46,5 +48,12 @@ SOURCES.register("digits")(
     SourceInfo(
         description="scikit-learn's bundled handwritten digits (8x8), centred on the canvas",
         labels={"digit": LabelInfo(10, DIGIT_CLASSES)},
+    )
+)
+
+SOURCES.register("manifest")(
+    SourceInfo(
+        description="your images: a CSV manifest (the image_manifest catalog entry)",
+        labels_from_spec=True,
     )
 )

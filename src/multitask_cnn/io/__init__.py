@@ -9,6 +9,7 @@ from .csv_dataset import CSVDataset
 from .digits_dataset import DigitsDataset
 from .fashion_mnist_dataset import FashionMNISTDataset
 from .figures_dataset import FiguresDataset
+from .image_manifest_dataset import ImageManifest, ImageManifestDataset
 from .json_dataset import JSONDataset
 from .provenance_dataset import ProvenanceDataset
 from .torch_dataset import TorchDataset
@@ -19,6 +20,8 @@ __all__ = [
     "DigitsDataset",
     "FashionMNISTDataset",
     "FiguresDataset",
+    "ImageManifest",
+    "ImageManifestDataset",
     "JSONDataset",
     "ProvenanceDataset",
     "TorchDataset",

@@ -15,6 +15,7 @@ from .sources import (
     fuse,
     labelled_counts,
     task_splits,
+    used_stats,
 )
 from .state import TrainState
 from .strategies import WEIGHTINGS, Strategy, get_weighting
@@ -33,6 +34,7 @@ __all__ = [
     "fuse",
     "labelled_counts",
     "task_splits",
+    "used_stats",
     "InMemorySource",
     "NonFiniteLossError",
     "Split",

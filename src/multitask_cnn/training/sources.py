@@ -30,6 +30,7 @@ __all__ = [
     "fuse",
     "labelled_counts",
     "task_splits",
+    "used_stats",
 ]
 
 
@@ -174,12 +175,15 @@ def task_splits(
     """
     splits: dict[str, Split] = {}
     for source in dict.fromkeys(spec.source for spec in specs.values()):
-        if source not in model_input or source not in normalisation:
-            raise ValueError(
-                f"the {where + ' ' if where else ''}model input has no source {source!r} "
-                f"(it has {sorted(model_input)}): rerun data_prep "
-                "(`kedro run --pipelines data_prep`)"
-            )
+        for name, found in (
+            ("model input has", model_input),
+            ("normalisation statistics have", normalisation),
+        ):
+            if source not in found:
+                raise ValueError(
+                    f"the {where + ' ' if where else ''}{name} no source {source!r} "
+                    f"(only {sorted(found)}): rerun data_prep (`kedro run --pipelines data_prep`)"
+                )
         data, stats = model_input[source], normalisation[source]
         labels, scaling = {}, {}
         for task, spec in specs.items():
@@ -211,6 +215,22 @@ def task_splits(
     return splits
 
 
+def used_stats(
+    normalisation: Mapping[str, Any], specs: Mapping[str, TaskSpec]
+) -> dict[str, dict[str, Any]]:
+    """The statistics a model of ``specs`` depends on: those of its sources, with the
+    target statistics of the labels its tasks read (another label's do not matter)."""
+    used: dict[str, dict[str, Any]] = {}
+    for task, spec in specs.items():
+        stats = normalisation[spec.source]
+        entry = used.setdefault(spec.source, {k: v for k, v in stats.items() if k != "targets"}
+                                | {"targets": {}})  # fmt: skip
+        target = stats.get("targets", {}).get(spec.label_name(task))
+        if target is not None and not spec.task_kind.is_classifier:
+            entry["targets"][spec.label_name(task)] = dict(target)
+    return used
+
+
 def labelled_counts(
     specs: Mapping[str, TaskSpec], splits: Mapping[str, Mapping[str, Split]]
 ) -> dict[str, dict[str, int]]:
@@ -239,17 +259,24 @@ class InMemorySource:
         return -(-len(self.split) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.iterate()
+
+    def iterate(self, pass_state: Any = None, start: int = 0) -> Iterator[Batch]:
+        """One pass from row ``start``; ``pass_state`` (the generator's state when the
+        pass began) draws that pass's order again, to finish a pass left unfinished."""
         n = len(self.split)
-        order = (
-            None
-            if self.generator is None
-            else torch.randperm(n, generator=self.generator)
-        )
-        for start in range(0, n, self.batch_size):
+        order = None
+        if self.generator is not None:
+            if pass_state is not None:
+                self.generator.set_state(pass_state)
+            self.pass_state = self.generator.get_state()
+            order = torch.randperm(n, generator=self.generator)
+        for begin in range(start, n, self.batch_size):
+            self.position = begin + self.batch_size
             index = (
-                slice(start, start + self.batch_size)
+                slice(begin, begin + self.batch_size)
                 if order is None
-                else order[start : start + self.batch_size]
+                else order[begin : begin + self.batch_size]
             )
             yield self.split.batch(index)
 
@@ -310,12 +337,39 @@ class FusedSource:
             yield fuse([self._next(name) for name in self.sources])
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: s.state_dict() for name, s in self.sources.items()}
+        """Each source's generator and, for a pass left unfinished at the end of an
+        epoch, where it stands (the next epoch carries on with it)."""
+        state = {}
+        for name, source in self.sources.items():
+            state[name] = source.state_dict()
+            unfinished = name in self._iterators and source.position < len(source.split)
+            if unfinished and source.generator is not None:
+                state[name] |= {"pass": source.pass_state, "position": source.position}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, source in self.sources.items():
-            source.load_state_dict(state.get(name, {}))
         self._iterators = {}
+        for name, source in self.sources.items():
+            saved = state.get(name, {})
+            source.load_state_dict(saved)
+            if "pass" in saved:
+                after = source.generator.get_state()
+                self._iterators[name] = _then_restore(
+                    source.iterate(saved["pass"], saved["position"]), source, after
+                )
+
+
+def _then_restore(
+    batches: Iterator[Batch], source: InMemorySource, state: Any
+) -> Iterator[Batch]:
+    """The rest of a resumed pass; once its order is drawn again, the generator goes
+    back to where the saved state left it."""
+    first = True
+    for batch in batches:
+        if first:
+            source.generator.set_state(state)
+            first = False
+        yield batch
 
 
 class ChainedSource:

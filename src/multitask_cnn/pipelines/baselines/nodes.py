@@ -27,6 +27,7 @@ from multitask_cnn.training import (
     resolve_device,
     task_splits,
     train_model,
+    used_stats,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,9 +96,10 @@ def train_baselines(
         task_spec = effective_tasks({task: spec})
         source, label = spec.source, spec.label_name(task)
         # the data of this baseline: its source's images, its labels and their scaling
+        stats = used_stats(normalisation_stats, {task: spec})
         task_data = {split: fingerprint({"images": m[source]["images"],
                                          "labels": m[source]["labels"][label],
-                                         "normalisation": normalisation_stats[source]})
+                                         "normalisation": stats})
                      for split, m in inputs.items()}  # fmt: skip
         start = starts[task]
         transferred = None if start is None else {
@@ -130,7 +132,7 @@ def train_baselines(
             config={"tasks": task_spec, "model": effective_model,
                     "training": config.model_dump(mode="json") | {"weighting": "equal"},
                     "transfer": transfer_record(transfer_config, initial_state, start)},
-            normalisation={source: normalisation_stats[source]}, input_fingerprint=task_data,
+            normalisation=stats, input_fingerprint=task_data,
             provenance=provenance, labelled=labelled_counts({task: spec}, {"train": train, "val": val}),
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,12 @@ from multitask_cnn.config import (
 )
 from multitask_cnn.data.digits import split_digits
 from multitask_cnn.data.fashion_mnist import FashionMNIST
+from multitask_cnn.data.manifest import (
+    ManifestError,
+    decode_images,
+    manifest_splits,
+    plan_manifest,
+)
 from multitask_cnn.data.multifashion import (
     compose_multifashion,
     derived_labels,
@@ -25,6 +32,7 @@ from multitask_cnn.data.multifashion import (
 )
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import image_stats, to_model_input
+from multitask_cnn.io import ImageManifest
 from multitask_cnn.seeds import numpy_generator
 
 logger = logging.getLogger(__name__)
@@ -87,7 +95,9 @@ def compose_splits(
     the train or val data.
     """
     config = parse(DataPrepConfig, data_prep, "data_prep")
-    if tasks is not None and "multifashion" not in needed_sources(tasks, pretraining or {}):
+    if tasks is not None and "multifashion" not in needed_sources(
+        tasks, pretraining or {}
+    ):
         logger.info("No task reads MultiFashion: not composed")
         return {}
     n_val = int(round(config.val_fraction * config.n_train))
@@ -136,11 +146,59 @@ def prepare_digits(
     return splits
 
 
+def prepare_manifest(
+    image_manifest: ImageManifest | None,
+    data_prep: dict[str, Any],
+    tasks: dict[str, Any],
+    pretraining: dict[str, Any],
+) -> RawSplits:
+    """Your images (the ``image_manifest`` catalog entry) for the tasks whose source
+    is ``manifest``; nothing when none is. Every row is checked (columns, paths inside
+    the root, files present, labels of each task's kind, splits) before any image is
+    decoded; then the images are decoded in parallel, converted to
+    ``data_prep.manifest.channels`` and resized to the canvas."""
+    specs = {t: s for t, s in parse_tasks(tasks).items() if s.source == "manifest"}
+    if not specs:
+        return {}
+    if image_manifest is None:
+        raise ManifestError(
+            f"tasks {sorted(specs)} read source 'manifest' but the image_manifest "
+            'catalog entry has no file; point it at your CSV (README "Your own images")'
+        )
+    config = parse(DataPrepConfig, data_prep, "data_prep")
+    options = config.manifest
+    plan = plan_manifest(
+        image_manifest.table, image_manifest.root, specs,
+        image_column=options.image_column, split_column=options.split_column,
+        channels=options.channels, size=config.canvas_size,
+        val_fraction=config.val_fraction, test_fraction=options.test_fraction,
+        seed=config.seed,
+    )  # fmt: skip
+    budget = options.memory_budget_mb * 2**20
+    logger.info(
+        "Manifest %s: %d images, %.1f MB decoded (budget %.0f MB)",
+        image_manifest.filepath, len(plan.paths), plan.decoded_bytes / 2**20,
+        options.memory_budget_mb,
+    )  # fmt: skip
+    if plan.decoded_bytes > budget:
+        raise ManifestError(
+            f"the manifest's decoded images take {plan.decoded_bytes / 2**20:.0f} MB, "
+            f"more than data_prep.manifest.memory_budget_mb={options.memory_budget_mb:g}; "
+            "streaming larger manifests is not built yet: raise the budget"
+        )
+    workers = options.workers or os.cpu_count() or 1
+    images = decode_images(plan.paths, plan.channels, plan.size, workers=workers)
+    splits = manifest_splits(plan, images)
+    logger.info("Manifest sizes: %s", {s: len(d["images"]) for s, d in splits.items()})
+    return splits
+
+
 def gather_sources(
-    multifashion_splits: RawSplits, digits_splits: RawSplits
+    multifashion_splits: RawSplits, digits_splits: RawSplits, manifest_splits: RawSplits
 ) -> RawSources:
     """``{source: its splits}`` for the sources that were prepared."""
-    found = {"multifashion": multifashion_splits, "digits": digits_splits}
+    found = {"multifashion": multifashion_splits, "digits": digits_splits,
+             "manifest": manifest_splits}  # fmt: skip
     return {source: splits for source, splits in found.items() if splits}
 
 

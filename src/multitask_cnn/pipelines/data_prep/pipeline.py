@@ -8,6 +8,7 @@ from .nodes import (
     compute_normalisation,
     gather_sources,
     prepare_digits,
+    prepare_manifest,
     report_class_balance,
 )
 
@@ -21,8 +22,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="compose_splits"),
             Node(prepare_digits, ["digits", *WANTED], "digits_splits",
                  name="prepare_digits"),
-            Node(gather_sources, ["multifashion_splits", "digits_splits"], "raw_sources",
-                 name="gather_sources"),
+            Node(prepare_manifest, ["image_manifest", *WANTED], "manifest_splits",
+                 name="prepare_manifest"),
+            Node(gather_sources, ["multifashion_splits", "digits_splits", "manifest_splits"],
+                 "raw_sources", name="gather_sources"),
             Node(compute_normalisation, "raw_sources", "normalisation_stats",
                  name="compute_normalisation"),
             Node(build_model_input, "raw_sources",

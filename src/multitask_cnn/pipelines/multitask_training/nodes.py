@@ -25,6 +25,7 @@ from multitask_cnn.training import (
     resolve_device,
     task_splits,
     train_model,
+    used_stats,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def train_multitask_model(
         config={"tasks": effective_tasks(specs), "model": model_config.effective(),
                 "training": config.model_dump(mode="json"),
                 "transfer": transfer_record(transfer_config, initial_state, start)},
-        normalisation={source: normalisation_stats[source] for source in train},
+        normalisation=used_stats(normalisation_stats, specs),
         input_fingerprint={"train": fingerprint({s: model_input_train[s] for s in train}),
                            "val": fingerprint({s: model_input_val[s] for s in val})},
         labelled=labelled_counts(specs, {"train": train, "val": val}),

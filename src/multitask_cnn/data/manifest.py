@@ -1,0 +1,280 @@
+"""Bring-your-own images: a CSV manifest with an image-path column and one column per
+label, read with pandas and checked row by row before any image is decoded.
+
+An **empty cell** means "no label for this task": the row trains the other tasks and is
+masked out of this one's loss and metrics. Labels follow the data contract: ``int64``
+class ids (``-1`` = missing) for ``multiclass`` and ``binary``, ``float32`` (NaN =
+missing) for ``regression``. Text class labels must be declared in the task's
+``class_names`` (their order gives the ids); integer labels are ids ``0..n-1``.
+
+Every error names the manifest row (0-based, as pandas counts; the CSV line is two
+more with the header) and the column, and is raised before anything is decoded or
+written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from multitask_cnn.seeds import numpy_generator
+from multitask_cnn.tasks import TaskSpec
+
+__all__ = [
+    "ManifestError",
+    "ManifestPlan",
+    "decode_images",
+    "plan_manifest",
+    "split_rows",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot train the tasks; the message names the row and column."""
+
+
+@dataclass(frozen=True)
+class ManifestPlan:
+    """A checked manifest: which files, which labels, which split, nothing decoded."""
+
+    paths: list[Path]  # absolute, inside the root
+    labels: dict[str, np.ndarray]  # label column -> int64 / float32 (N,)
+    splits: dict[str, np.ndarray]  # split -> row indices
+    channels: int
+    size: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the decoded uint8 images take: N × C × size × size."""
+        return len(self.paths) * self.channels * self.size * self.size
+
+
+def _where(row: int, column: str) -> str:
+    return f"row {row} (CSV line {row + 2}), column {column!r}"
+
+
+def _parse_class(values: pd.Series, column: str, spec: TaskSpec) -> np.ndarray:
+    """Class ids of a classification column: text from ``class_names``, or integers."""
+    n = spec.n_classes
+    names = list(spec.class_names or [])
+    ids = np.full(len(values), -1, dtype=np.int64)
+    for row, cell in enumerate(values):
+        if cell == "":
+            continue
+        if cell in names:
+            ids[row] = names.index(cell)
+            continue
+        try:
+            number = float(cell)
+        except ValueError:
+            number = math.nan
+        if number.is_integer() and 0 <= number < n:
+            ids[row] = int(number)
+            continue
+        declared = f"the declared classes {names}" if names else f"class ids 0..{n - 1}"
+        hint = "" if names else " (text labels: list them in the task's class_names)"
+        raise ManifestError(
+            f"manifest {_where(row, column)}: label {cell!r} is not one of "
+            f"{declared}{hint}"
+        )
+    return ids
+
+
+def _parse_real(values: pd.Series, column: str) -> np.ndarray:
+    out = np.full(len(values), np.nan, dtype=np.float32)
+    for row, cell in enumerate(values):
+        if cell == "":
+            continue
+        try:
+            out[row] = float(cell)
+        except ValueError:
+            raise ManifestError(
+                f"manifest {_where(row, column)}: regression target {cell!r} is not a number"
+            ) from None
+        if not math.isfinite(out[row]):
+            raise ManifestError(
+                f"manifest {_where(row, column)}: regression target {cell!r} is not finite"
+            )
+    return out
+
+
+def _resolve(root: Path, cell: str, row: int, column: str) -> Path:
+    if cell == "":
+        raise ManifestError(f"manifest {_where(row, column)}: no image path")
+    path = (root / cell).resolve()
+    if not path.is_relative_to(root):
+        raise ManifestError(
+            f"manifest {_where(row, column)}: image path {cell!r} lies outside the "
+            f"dataset root {str(root)!r}; paths must stay inside it"
+        )
+    if not path.is_file():
+        raise ManifestError(
+            f"manifest {_where(row, column)}: image {cell!r} does not exist ({path})"
+        )
+    return path
+
+
+def split_rows(
+    table: pd.DataFrame,
+    split_column: str | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Row indices per split: from ``split_column`` (train / val / test) when the
+    manifest has it, else a seeded random split by the two fractions."""
+    n = len(table)
+    if split_column is not None and split_column in table.columns:
+        values = table[split_column].str.strip().str.lower()
+        bad = ~values.isin(SPLITS)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ManifestError(
+                f"manifest {_where(row, split_column)}: split {table[split_column].iloc[row]!r} "
+                f"is not one of {list(SPLITS)}"
+            )
+        rows = {s: np.flatnonzero((values == s).to_numpy()) for s in SPLITS}
+    else:
+        order = numpy_generator(seed, "manifest_split").permutation(n)
+        n_test = int(round(test_fraction * n))
+        n_val = int(round(val_fraction * (n - n_test)))
+        rows = {"test": np.sort(order[:n_test]),
+                "val": np.sort(order[n_test : n_test + n_val]),
+                "train": np.sort(order[n_test + n_val :])}  # fmt: skip
+    empty = [s for s in SPLITS if len(rows[s]) == 0]
+    if empty:
+        how = (
+            f"column {split_column!r}"
+            if split_column in table.columns
+            else "the split fractions"
+        )
+        raise ManifestError(
+            f"the manifest's {how} leave(s) no rows for {empty} (of {n} rows); every "
+            "split needs at least one"
+        )
+    return {s: rows[s].astype(np.int64) for s in SPLITS}
+
+
+def plan_manifest(
+    table: pd.DataFrame,
+    root: str | os.PathLike[str],
+    specs: Mapping[str, TaskSpec],
+    *,
+    image_column: str,
+    split_column: str | None,
+    channels: int,
+    size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> ManifestPlan:
+    """Check the whole manifest against the tasks that read it (``specs``: task ->
+    spec, each ``label`` a column) and plan its decoding; raises
+    :class:`ManifestError` naming row and column. ``table`` holds every cell as text
+    (empty = missing)."""
+    if len(table) == 0:
+        raise ManifestError("the manifest has no rows")
+    columns = list(table.columns)
+    wanted = {image_column: "the image column (data_prep.manifest.image_column)"}
+    wanted |= {spec.label_name(task): f"task {task!r}" for task, spec in specs.items()}
+    for column, user in wanted.items():
+        if column not in columns:
+            raise ManifestError(
+                f"the manifest has no column {column!r} (needed by {user}); its "
+                f"columns are {columns}"
+            )
+    root = Path(root).resolve()
+    paths = [
+        _resolve(root, cell.strip(), row, image_column)
+        for row, cell in enumerate(table[image_column])
+    ]
+    labels: dict[str, np.ndarray] = {}
+    for task, spec in specs.items():
+        column = spec.label_name(task)
+        if column in labels:
+            continue
+        values = table[column].str.strip()
+        labels[column] = (
+            _parse_class(values, column, spec)
+            if spec.task_kind.is_classifier
+            else _parse_real(values, column)
+        )
+    splits = split_rows(table, split_column, val_fraction, test_fraction, seed)
+    for column, values in labels.items():  # a label needs train rows to learn from
+        present = values >= 0 if values.dtype == np.int64 else np.isfinite(values)
+        if not present[splits["train"]].any():
+            raise ManifestError(
+                f"manifest column {column!r} has no label in the train split"
+            )
+    return ManifestPlan(paths, labels, splits, channels, size)
+
+
+def _decode_one(path: Path, channels: int, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def decode_images(
+    paths: Sequence[Path],
+    channels: int,
+    size: int,
+    *,
+    workers: int = 0,
+    out: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Decode ``paths`` (PNG, JPEG, ...; grey or colour) to uint8 ``(N, channels, size,
+    size)``: converted to grey (``L``) or RGB and resized (bilinear) with Pillow.
+
+    ``workers`` > 1 decodes in a thread pool (Pillow releases the GIL while it decodes
+    and resizes). ``out`` receives the images (e.g. a memory-mapped cache); ``rows``
+    names each path's manifest row for errors. An unreadable image raises
+    :class:`ManifestError` naming its row and file.
+    """
+    if out is None:
+        out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    rows = list(range(len(paths))) if rows is None else list(rows)
+
+    def work(i: int) -> None:
+        try:
+            out[i] = _decode_one(paths[i], channels, size)
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise ManifestError(
+                f"manifest row {rows[i]} (CSV line {rows[i] + 2}): cannot read image "
+                f"{str(paths[i])!r}: {error}"
+            ) from None
+
+    if workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(work, range(len(paths))):
+                pass
+    else:
+        for i in range(len(paths)):
+            work(i)
+    return out
+
+
+def manifest_splits(
+    plan: ManifestPlan, images: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Raw splits ``{split: {"images", "labels"}}`` of a decoded manifest."""
+    return {
+        split: {"images": images[rows],
+                "labels": {c: v[rows] for c, v in plan.labels.items()}}
+        for split, rows in plan.splits.items()
+    }  # fmt: skip

@@ -1,0 +1,233 @@
+"""CSV image manifests: three task kinds, empty cells as missing labels, text labels,
+RGB to grey, a split column; every bad manifest stops before decoding, naming row and
+column."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from multitask_cnn.config import parse_tasks
+from multitask_cnn.data.manifest import ManifestError, decode_images
+from multitask_cnn.io import ImageManifestDataset
+from multitask_cnn.pipelines.data_prep.nodes import (
+    build_model_input,
+    compute_normalisation,
+    prepare_manifest,
+    report_class_balance,
+)
+from multitask_cnn.training import labelled_counts, task_splits
+
+TASKS = {
+    "animal": {"kind": "multiclass", "num_classes": 3, "source": "manifest",
+               "class_names": ["cat", "dog", "owl"]},
+    "night": {"kind": "binary", "source": "manifest", "label": "nocturnal"},
+    "mass": {"kind": "regression", "source": "manifest", "label": "weight"},
+}  # fmt: skip
+N = 40
+
+
+def _write(root: Path, rows: list[dict] | None = None) -> Path:
+    """``N`` images (grey PNGs; every third an RGB JPEG) and their manifest."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    if rows is None:
+        rows = []
+        for i in range(N):
+            value = 40 + 5 * i
+            if i % 3 == 2:
+                name = f"img/{i}.jpg"
+                pixels = np.full(
+                    (20, 24, 3), value, dtype=np.uint8
+                )  # not square: resized
+                Image.fromarray(pixels, mode="RGB").save(root / name, quality=100)
+            else:
+                name = f"img/{i}.png"
+                Image.fromarray(
+                    np.full((36, 36), value, dtype=np.uint8), mode="L"
+                ).save(root / name)
+            rows.append({
+                "path": name, "split": ["train", "train", "val", "test"][i % 4] if i > 3 else "train",
+                "animal": ["cat", "dog", "owl"][i % 3], "nocturnal": str(i % 2),
+                "weight": f"{1000 + 10 * i}",
+            })  # fmt: skip
+        table = pd.DataFrame(rows)
+        for column in ("animal", "nocturnal", "weight"):  # about 30 % missing per task
+            table.loc[rng.random(N) < 0.3, column] = ""
+    else:
+        table = pd.DataFrame(rows)
+    table.to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _prepare(path: Path, tasks=TASKS, **manifest):
+    options = {"image_column": "path"} | manifest
+    loaded = ImageManifestDataset(str(path), root=str(path.parent)).load()
+    return prepare_manifest(loaded, {"manifest": options}, tasks, {})
+
+
+def test_three_kinds_missing_labels_text_classes_rgb_to_grey_and_a_split_column(
+    tmp_path,
+):
+    path = _write(tmp_path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    splits = _prepare(path)
+
+    expected_rows = {
+        s: [i for i in range(N) if table["split"][i] == s]
+        for s in ("train", "val", "test")
+    }
+    assert {s: len(d["images"]) for s, d in splits.items()} == {
+        s: len(r) for s, r in expected_rows.items()
+    }
+    train = splits["train"]
+    assert train["images"].shape == (
+        len(expected_rows["train"]),
+        1,
+        36,
+        36,
+    )  # grey, canvas size
+    assert train["images"].dtype == np.uint8
+    rgb_row = expected_rows["train"].index(2)  # row 2 is an RGB JPEG of value 50, 20x24
+    assert (
+        abs(int(train["images"][rgb_row].mean()) - 50) <= 1
+        and train["images"][rgb_row].std() < 1.5
+    )
+    rows = expected_rows["train"]
+    animal = [{"cat": 0, "dog": 1, "owl": 2}.get(table["animal"][i], -1) for i in rows]
+    assert (
+        train["labels"]["animal"].tolist() == animal
+    )  # text -> declared ids, "" -> -1
+    assert train["labels"]["nocturnal"].tolist() == [
+        int(table["nocturnal"][i]) if table["nocturnal"][i] else -1 for i in rows
+    ]
+    weight = train["labels"]["weight"]
+    assert weight.dtype == np.float32
+    assert np.array_equal(np.isnan(weight), [table["weight"][i] == "" for i in rows])
+    assert 0.15 < np.isnan(weight).mean() < 0.5
+
+    # standardised with train statistics for training; labelled counts per split
+    sources = {"manifest": splits}
+    stats = compute_normalisation(sources)
+    target = stats["manifest"]["targets"]["weight"]
+    assert target["mean"] == pytest.approx(np.nanmean(weight)) and target["n"] == int(
+        np.isfinite(weight).sum()
+    )
+    specs = parse_tasks(TASKS)
+    train_input, val_input, _ = build_model_input(sources)
+    by_split = {"train": task_splits(train_input, stats, specs, "train"),
+                "val": task_splits(val_input, stats, specs, "val")}  # fmt: skip
+    scaled = by_split["train"]["manifest"].labels["mass"]
+    assert np.nanmean(scaled.numpy()) == pytest.approx(0, abs=1e-5)
+    assert by_split["train"]["manifest"].unscale(
+        "mass", scaled
+    ).numpy() == pytest.approx(weight, nan_ok=True)
+    counts = labelled_counts(specs, by_split)
+    assert counts["animal"]["train"] == sum(a >= 0 for a in animal)
+    report = report_class_balance(sources, TASKS)
+    owl = report.query("split == 'train' and label == 'animal' and class_name == 'owl'")
+    assert (
+        owl["count"].item() == animal.count(2)
+        and owl["labelled"].item() == counts["animal"]["train"]
+    )
+
+
+def test_without_a_split_column_the_split_is_seeded(tmp_path):
+    path = _write(tmp_path)
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns="split").to_csv(
+        path, index=False
+    )
+    a, b = _prepare(path), _prepare(path)
+    sizes = {s: len(d["images"]) for s, d in a.items()}
+    assert sizes == {
+        "test": 8,
+        "val": 3,
+        "train": 29,
+    }  # 20 % test, val_fraction 0.1 of the rest
+    assert np.array_equal(
+        a["train"]["labels"]["weight"], b["train"]["labels"]["weight"], equal_nan=True
+    )
+
+
+def test_no_task_on_the_manifest_reads_nothing():
+    assert (
+        prepare_manifest(
+            None, {}, {"left": {"kind": "multiclass", "num_classes": 10}}, {}
+        )
+        == {}
+    )
+
+
+def _break(tmp_path, change):
+    path = _write(tmp_path)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    change(table, tmp_path)
+    table.to_csv(path, index=False)
+    return path
+
+
+def _set(column, row, value):
+    def change(table, _root):
+        table.loc[row, column] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t, r: t.drop(columns=["weight"], inplace=True),
+         r"no column 'weight' \(needed by task 'mass'\); its columns are \['path', 'split', 'animal', 'nocturnal'\]"),
+        (_set("path", 5, "img/none.png"), r"row 5 \(CSV line 7\), column 'path': image 'img/none.png' does not exist"),
+        (_set("path", 6, "../outside.png"), r"row 6 \(CSV line 8\), column 'path': image path '../outside.png' lies outside the dataset root"),
+        (_set("animal", 7, "horse"), r"row 7 \(CSV line 9\), column 'animal': label 'horse' is not one of the declared classes \['cat', 'dog', 'owl'\]"),
+        (_set("nocturnal", 8, "2"), r"row 8 \(CSV line 10\), column 'nocturnal': label '2' is not one of class ids 0..1"),
+        (_set("weight", 9, "heavy"), r"row 9 \(CSV line 11\), column 'weight': regression target 'heavy' is not a number"),
+        (_set("split", 10, "holdout"), r"row 10 \(CSV line 12\), column 'split': split 'holdout' is not one of"),
+    ],
+)  # fmt: skip
+def test_a_bad_manifest_is_refused_naming_row_and_column(tmp_path, change, message):
+    with pytest.raises(ManifestError, match=message):
+        _prepare(_break(tmp_path, change))
+
+
+def test_an_unreadable_image_names_its_row_and_file(tmp_path):
+    path = _write(tmp_path)
+    (tmp_path / "img" / "4.png").write_bytes(b"not a png at all")
+    with pytest.raises(
+        ManifestError,
+        match=r"manifest row 4 \(CSV line 6\): cannot read image '.*img/4.png'",
+    ):
+        _prepare(path)
+
+
+def test_an_empty_manifest_and_a_missing_one_are_refused(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,split,animal,nocturnal,weight\n")
+    with pytest.raises(ManifestError, match="the manifest has no rows"):
+        _prepare(tmp_path / "manifest.csv")
+    (tmp_path / "manifest.csv").write_text("")
+    with pytest.raises(ManifestError, match="the manifest has no rows"):
+        _prepare(tmp_path / "manifest.csv")
+    with pytest.raises(
+        ManifestError,
+        match=r"read source 'manifest' but the image_manifest catalog entry has no file",
+    ):
+        prepare_manifest(None, {}, TASKS, {})
+
+
+def test_a_manifest_larger_than_the_memory_budget_is_refused_before_decoding(tmp_path):
+    path = _write(tmp_path)
+    with pytest.raises(
+        ManifestError, match=r"more than data_prep.manifest.memory_budget_mb=0.01"
+    ):
+        _prepare(path, memory_budget_mb=0.01)  # 40 x 36 x 36 bytes = 0.05 MB
+
+
+def test_decoding_in_threads_gives_the_same_images(tmp_path):
+    _write(tmp_path)
+    paths = sorted((tmp_path / "img").iterdir())
+    serial = decode_images(paths, 3, 16)
+    threaded = decode_images(paths, 3, 16, workers=4)
+    assert serial.shape == (N, 3, 16, 16) and np.array_equal(serial, threaded)
