@@ -9,8 +9,12 @@ and manifest decoding against a plain Pillow loop.
    back-propagates once. Same model, same batches; the two alternate ``--repeats``
    times and the median step time of each is printed with their ratio.
 2. Manifest decoding: images/s of :func:`multitask_cnn.data.manifest.decode_images`
-   (thread pool) against a plain loop of ``PIL.Image.open(...).convert(...).resize``
-   over the same files (the sample manifest of scripts/make_sample_manifest.py).
+   (worker processes) against a plain loop of ``PIL.Image.open(...).convert(...).resize``
+   over the same files (the sample manifest of scripts/make_sample_manifest.py, each
+   file listed ``--copies`` times).
+3. Training images/s on those images held in memory against the same images read
+   batch by batch from a memory-mapped uint8 cache (the path a manifest larger than
+   ``data_prep.manifest.memory_budget_mb`` takes).
 
     KEDRO_DISABLE_TELEMETRY=1 .venv/bin/python bench/fusion_step.py
 """
@@ -29,19 +33,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _multifashion import multifashion_inputs
 from PIL import Image
 
 from multitask_cnn.config import parse_tasks
+from multitask_cnn.data.fashion_mnist import (
+    DEBIAN_DIR,
+    find_fashion_mnist,
+    read_fashion_mnist,
+)
 from multitask_cnn.data.manifest import decode_images
 from multitask_cnn.io import DigitsDataset
 from multitask_cnn.models import build_model
 from multitask_cnn.pipelines.data_prep.nodes import (
     build_model_input,
+    compose_splits,
     compute_normalisation,
     prepare_digits,
 )
-from multitask_cnn.training import fuse, task_splits
+from multitask_cnn.tasks import kinds_of
+from multitask_cnn.training import (
+    InMemorySource,
+    Split,
+    fuse,
+    get_weighting,
+    task_splits,
+    train_one_epoch,
+)
 
 TASKS = parse_tasks({
     "left": {"kind": "multiclass", "num_classes": 10},
@@ -72,9 +89,12 @@ def time_steps(model, batches_list, fused: bool) -> float:
 
 
 def fusion_figures(batch_sizes: list[int], steps: int, repeats: int) -> None:
-    data, inputs, _ = multifashion_inputs({"n_train": 10_000, "n_test": 100})
-    raw = {"multifashion": data,
-           "digits": prepare_digits(DigitsDataset().load(), {}, {"d": TASKS["digit"].model_dump()}, {})}  # fmt: skip
+    fashion = read_fashion_mnist(
+        find_fashion_mnist(["data/01_raw/fashion_mnist", DEBIAN_DIR])
+    )
+    digits = {"digit": TASKS["digit"].model_dump()}
+    raw = {"multifashion": compose_splits(fashion, {"n_train": 10_000, "n_test": 100}),
+           "digits": prepare_digits(DigitsDataset().load(), {}, digits, {})}  # fmt: skip
     train = build_model_input(raw)[0]
     splits = task_splits(train, compute_normalisation(raw), TASKS, "train")
     torch.manual_seed(0)
@@ -108,19 +128,53 @@ def decoding_figures(manifest: Path, workers: int, repeats: int) -> None:
                     image.convert("L").resize((36, 36), Image.Resampling.BILINEAR)
                 )
 
-    timings = {"plain Pillow loop": [], f"decode_images ({workers} threads)": []}
+    timings = {"plain Pillow loop": [], f"decode_images ({workers} processes)": []}
     for _ in range(repeats):
         tick = time.perf_counter()
         plain()
         timings["plain Pillow loop"].append(time.perf_counter() - tick)
         tick = time.perf_counter()
         decode_images(paths, 1, 36, workers=workers)
-        timings[f"decode_images ({workers} threads)"].append(time.perf_counter() - tick)
+        timings[f"decode_images ({workers} processes)"].append(time.perf_counter() - tick)
     rates = {k: len(paths) / statistics.median(v) for k, v in timings.items()}
     for name, rate in rates.items():
         print(f"{name:>28}: {rate:>8.0f} images/s")
     values = list(rates.values())
     print(f"{'ratio':>28}: {values[1] / values[0]:>8.2f}")
+
+
+def streaming_figures(manifest: Path, cache: Path, repeats: int, epochs: int) -> None:
+    """Training images/s of one model on the manifest's images held in memory against
+    the same images read batch by batch from the memory-mapped cache."""
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    paths = [manifest.parent / p for p in table["image"]]
+    images = decode_images(paths, 1, 36, workers=os.cpu_count() or 1)
+    np.save(cache, images)
+    labels = {
+        "digit": torch.from_numpy(np.random.default_rng(0).integers(0, 10, len(paths)))
+    }
+    specs = parse_tasks(
+        {"digit": {"kind": "multiclass", "num_classes": 10, "source": "digits"}}
+    )
+    splits = {"in memory": Split(torch.from_numpy(images), labels, 0.1, 0.3),
+              "memory-mapped cache": Split(np.load(cache, mmap_mode="r"), labels, 0.1, 0.3)}  # fmt: skip
+    timings = {name: [] for name in splits}
+    for _ in range(repeats):
+        for name, split in splits.items():
+            torch.manual_seed(0)
+            model = build_model(specs, "lenet")
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            source = InMemorySource(split, 256, seed=0)
+            tick = time.perf_counter()
+            for _ in range(epochs):
+                train_one_epoch(model, source, kinds_of(specs), get_weighting("equal", specs),
+                                optimizer, torch.device("cpu"))  # fmt: skip
+            timings[name].append(time.perf_counter() - tick)
+    rates = {k: epochs * len(paths) / statistics.median(v) for k, v in timings.items()}
+    for name, rate in rates.items():
+        print(f"{name:>28}: {rate:>8.0f} training images/s")
+    values = list(rates.values())
+    print(f"{'ratio (cache / memory)':>28}: {values[1] / values[0]:>8.2f}")
 
 
 def main() -> None:
@@ -129,6 +183,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--copies", type=int, default=6, help="manifest rows per image file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
@@ -138,7 +195,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         write_sample(Path(folder), 1797, 0.3, 0)
-        decoding_figures(Path(folder) / "manifest.csv", args.workers, args.repeats)
+        manifest = Path(folder) / "manifest.csv"
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        pd.concat([table] * args.copies).to_csv(manifest, index=False)  # more rows
+        print(
+            f"manifest: {len(table) * args.copies} rows ({len(table)} files x {args.copies})"
+        )
+        decoding_figures(manifest, args.workers, args.repeats)
+        streaming_figures(manifest, Path(folder) / "cache.npy", args.repeats, epochs=2)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,26 @@ def test_a_manifest_with_three_kinds_and_missing_labels_trains_by_configuration(
         assert report["labelled"][task]["train"] == int(
             (table[task][train_rows] != "").sum()
         )
+    # the same manifest over the memory budget streams from a memory-mapped cache:
+    # the same data (the baselines are reused: same fingerprints), the same model
+    _run(
+        project_copy,
+        "manifest_example",
+        **FAST,
+        data_prep={"manifest": {"memory_budget_mb": 0.01}},
+    )
+    streamed = _last_run(project_copy, "multitask-cnn-manifest-example")
+    model_input = project_copy / "data/manifest_example/05_model_input"
+    assert sorted(p.name for p in (model_input / "manifest_cache").iterdir()) == [
+        "test.npy", "train.npy", "val.npy"]  # fmt: skip
+    assert (
+        model_input / "model_input_train.pt"
+    ).stat().st_size < 100_000  # refers to it
+    assert streamed.data.params["data_prep.manifest.memory_budget_mb"] == "0.01"
+    for key in ("test.digit.accuracy", "test.parity.f1_macro", "test.ink.rmse"):
+        assert streamed.data.metrics[key] == pytest.approx(metrics[key], rel=1e-6)
+    assert streamed.data.metrics["stl.digit.accuracy"] == metrics["stl.digit.accuracy"]
+    assert streamed.data.tags["stl.digit.reused"] == "True"
     data_report = pd.read_csv(
         project_copy / "data/manifest_example/08_reporting/data_report.csv"
     )

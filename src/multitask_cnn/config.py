@@ -112,7 +112,7 @@ class ManifestConfig(_Strict):
     channels: Literal[1, 3] = 1  # grey (L) or RGB; the backbone's in_channels
     # decoded images up to this size are kept in memory, larger manifests stream
     memory_budget_mb: PositiveFloat = 2048
-    workers: NonNegativeInt = 0  # decoding threads; 0: one per CPU core
+    workers: NonNegativeInt = 0  # decoding processes; 0: one per CPU core
 
 
 class DataPrepConfig(_Strict):

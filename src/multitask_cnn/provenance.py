@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from kedro.utils import find_kedro_project
 
@@ -92,6 +93,12 @@ def fingerprint(data: Mapping[str, Any]) -> str:
             digest.update(
                 tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
             )
+        elif isinstance(value, np.ndarray):  # e.g. a memory-mapped image cache
+            # hashed like the tensor of the same values, chunk by chunk
+            digest.update(f"torch.{value.dtype}{tuple(value.shape)}".encode())
+            for start in range(0, len(value) if value.ndim else 1, 4096):
+                part = value[start : start + 4096] if value.ndim else value
+                digest.update(np.ascontiguousarray(part).tobytes())
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())

@@ -7,17 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from multitask_cnn.config import parse_tasks
 from multitask_cnn.data.manifest import ManifestError, decode_images
-from multitask_cnn.io import ImageManifestDataset
+from multitask_cnn.io import ImageManifestDataset, TorchDataset
 from multitask_cnn.pipelines.data_prep.nodes import (
     build_model_input,
     compute_normalisation,
     prepare_manifest,
     report_class_balance,
 )
+from multitask_cnn.provenance import fingerprint
 from multitask_cnn.training import labelled_counts, task_splits
 
 TASKS = {
@@ -217,17 +219,72 @@ def test_an_empty_manifest_and_a_missing_one_are_refused(tmp_path):
         prepare_manifest(None, {}, TASKS, {})
 
 
-def test_a_manifest_larger_than_the_memory_budget_is_refused_before_decoding(tmp_path):
-    path = _write(tmp_path)
-    with pytest.raises(
-        ManifestError, match=r"more than data_prep.manifest.memory_budget_mb=0.01"
-    ):
-        _prepare(path, memory_budget_mb=0.01)  # 40 x 36 x 36 bytes = 0.05 MB
+def test_a_manifest_larger_than_the_memory_budget_streams_from_a_cache(tmp_path):
+    path = _write(tmp_path / "raw")
+    cache = tmp_path / "model_input" / "manifest_cache"
+    in_memory = _prepare(path)
+    loaded = ImageManifestDataset(str(path), cache_dir=str(cache)).load()
+    options = {
+        "image_column": "path",
+        "memory_budget_mb": 0.01,
+    }  # 40 x 36 x 36 B = 0.05 MB
+    streamed = prepare_manifest(loaded, {"manifest": options}, TASKS, {})
+
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "test.npy",
+        "train.npy",
+        "val.npy",
+    ]
+    for split, data in streamed.items():
+        assert (
+            isinstance(data["images"], np.memmap) and not data["images"].flags.writeable
+        )
+        assert np.array_equal(data["images"], in_memory[split]["images"])
+        for label, values in data["labels"].items():
+            assert np.array_equal(
+                values, in_memory[split]["labels"][label], equal_nan=True
+            )
+
+    # the model input refers to the cache (a small .pt), and batches read the same
+    sources = {"manifest": streamed}
+    stats = compute_normalisation(sources)
+    assert stats == compute_normalisation({"manifest": in_memory})
+    dataset = TorchDataset(str(tmp_path / "model_input" / "train.pt"))
+    dataset.save(build_model_input(sources)[0])
+    assert (tmp_path / "model_input" / "train.pt").stat().st_size < 20_000
+    train = dataset.load()
+    assert isinstance(train["manifest"]["images"], np.memmap)
+    specs = parse_tasks(TASKS)
+    mapped = task_splits(train, stats, specs)["manifest"]
+    held = task_splits(build_model_input({"manifest": in_memory})[0], stats, specs)[
+        "manifest"
+    ]
+    rows = torch.tensor([5, 0, 17, 3])  # any order: rows come back as asked
+    assert torch.equal(mapped.images_at(rows), held.images_at(rows))
+    assert torch.equal(mapped.images_at(slice(2, 9)), held.images_at(slice(2, 9)))
+    assert fingerprint(train) == fingerprint(
+        build_model_input({"manifest": in_memory})[0]
+    )
 
 
-def test_decoding_in_threads_gives_the_same_images(tmp_path):
+def test_a_failed_decode_into_the_cache_leaves_no_cache_file(tmp_path):
+    path = _write(tmp_path / "raw")
+    (tmp_path / "raw" / "img" / "39.png").write_bytes(b"broken")
+    cache = tmp_path / "cache"
+    loaded = ImageManifestDataset(str(path), cache_dir=str(cache)).load()
+    with pytest.raises(ManifestError, match=r"manifest row 39 .*cannot read image"):
+        prepare_manifest(
+            loaded,
+            {"manifest": {"image_column": "path", "memory_budget_mb": 0.01}},
+            TASKS,
+            {},
+        )
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_decoding_in_worker_processes_gives_the_same_images(tmp_path):
     _write(tmp_path)
     paths = sorted((tmp_path / "img").iterdir())
     serial = decode_images(paths, 3, 16)
-    threaded = decode_images(paths, 3, 16, workers=4)
+    threaded = decode_images(paths, 3, 16, workers=2, block=8)  # 5 blocks
     assert serial.shape == (N, 3, 16, 16) and np.array_equal(serial, threaded)

@@ -15,9 +15,11 @@ written.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import multiprocessing.context
 import os
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,28 @@ def _decode_one(path: Path, channels: int, size: int) -> np.ndarray:
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
+def _decode_block(
+    paths: Sequence[Path], rows: Sequence[int], channels: int, size: int
+) -> np.ndarray:
+    """One block of images (in a worker process, or in this one)."""
+    out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            out[i] = _decode_one(path, channels, size)
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise ManifestError(
+                f"manifest row {rows[i]} (CSV line {rows[i] + 2}): cannot read image "
+                f"{str(path)!r}: {error}"
+            ) from None
+    return out
+
+
+def _start_method() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds; they only run Pillow and NumPy
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def decode_images(
     paths: Sequence[Path],
     channels: int,
@@ -237,44 +261,51 @@ def decode_images(
     workers: int = 0,
     out: np.ndarray | None = None,
     rows: Sequence[int] | None = None,
+    block: int = 256,
 ) -> np.ndarray:
     """Decode ``paths`` (PNG, JPEG, ...; grey or colour) to uint8 ``(N, channels, size,
     size)``: converted to grey (``L``) or RGB and resized (bilinear) with Pillow.
 
-    ``workers`` > 1 decodes in a thread pool (Pillow releases the GIL while it decodes
-    and resizes). ``out`` receives the images (e.g. a memory-mapped cache); ``rows``
-    names each path's manifest row for errors. An unreadable image raises
-    :class:`ManifestError` naming its row and file.
+    ``workers`` > 1 decodes blocks of ``block`` images in that many processes (threads
+    do not help: for small images the work is mostly Python, under the GIL).
+    ``out`` receives the images (e.g. a memory-mapped cache); ``rows`` names each
+    path's manifest row for errors. An unreadable image raises :class:`ManifestError`
+    naming its row and file.
     """
+    n = len(paths)
     if out is None:
-        out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
-    rows = list(range(len(paths))) if rows is None else list(rows)
-
-    def work(i: int) -> None:
-        try:
-            out[i] = _decode_one(paths[i], channels, size)
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise ManifestError(
-                f"manifest row {rows[i]} (CSV line {rows[i] + 2}): cannot read image "
-                f"{str(paths[i])!r}: {error}"
-            ) from None
-
-    if workers > 1 and len(paths) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(work, range(len(paths))):
-                pass
+        out = np.empty((n, channels, size, size), dtype=np.uint8)
+    rows = list(range(n)) if rows is None else list(rows)
+    spans = [(start, min(start + block, n)) for start in range(0, n, block)]
+    jobs = [(paths[a:b], rows[a:b], channels, size) for a, b in spans]
+    if workers > 1 and len(spans) > 1:
+        with ProcessPoolExecutor(
+            min(workers, len(spans)), mp_context=_start_method()
+        ) as pool:
+            for (a, b), images in zip(spans, pool.map(_decode_block, *zip(*jobs, strict=True)),
+                                      strict=True):  # fmt: skip
+                out[a:b] = images
     else:
-        for i in range(len(paths)):
-            work(i)
+        for (a, b), job in zip(spans, jobs, strict=True):
+            out[a:b] = _decode_block(*job)
     return out
 
 
 def manifest_splits(
-    plan: ManifestPlan, images: np.ndarray
+    plan: ManifestPlan,
+    decode: Callable[
+        [dict[str, tuple[list[Path], np.ndarray]]], Mapping[str, np.ndarray]
+    ],
 ) -> dict[str, dict[str, Any]]:
-    """Raw splits ``{split: {"images", "labels"}}`` of a decoded manifest."""
+    """Raw splits ``{split: {"images", "labels"}}`` of a checked manifest; ``decode``
+    turns ``{split: (paths, manifest rows)}`` into each split's uint8 images."""
+    parts = {
+        split: ([plan.paths[i] for i in rows], rows)
+        for split, rows in plan.splits.items()
+    }
+    images = decode(parts)
     return {
-        split: {"images": images[rows],
+        split: {"images": images[split],
                 "labels": {c: v[rows] for c, v in plan.labels.items()}}
         for split, rows in plan.splits.items()
     }  # fmt: skip

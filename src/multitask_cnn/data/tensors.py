@@ -25,13 +25,21 @@ def to_model_input(
 ) -> dict[str, Any]:
     """uint8 images ``(N, H, W)`` or ``(N, C, H, W)`` as a uint8 tensor ``(N, C, H, W)``
     (a quarter of float32's memory; normalised batch by batch when read) and the labels
-    as tensors."""
+    as tensors. A memory-mapped ``(N, C, H, W)`` cache stays mapped (it is saved by
+    reference and read batch by batch)."""
     _check_images(images)
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
-    if tensor.dim() == 3:
+    if isinstance(images, np.memmap):  # a cache larger than memory stays on disk
+        if images.ndim != 4:
+            raise ValueError(
+                f"a memory-mapped cache holds (N, C, H, W), got {images.shape}"
+            )
+        tensor = images
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)  # (N, 1, H, W)
     return {
-        "images": tensor.contiguous(),
+        "images": tensor if isinstance(tensor, np.memmap) else tensor.contiguous(),
         "labels": {
             name: torch.from_numpy(np.ascontiguousarray(y))
             for name, y in labels.items()

@@ -2,29 +2,84 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+
+from multitask_cnn.data.manifest import decode_images
+
+from .atomic import atomic_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ImageManifest:
     """The manifest's cells as text (empty = missing) and the folder image paths
     resolve in; the images themselves are decoded by data_prep, after every row has
-    been checked."""
+    been checked: into memory, or, for a manifest larger than the memory budget, once
+    into memory-mapped ``.npy`` files in ``cache_dir`` (:meth:`decode_to_cache`)."""
 
     table: pd.DataFrame
     root: Path
     filepath: Path
+    cache_dir: Path | None = None
+
+    def decode_to_cache(
+        self,
+        parts: Mapping[str, tuple[Sequence[Path], Sequence[int]]],
+        channels: int,
+        size: int,
+        *,
+        workers: int = 0,
+        chunk: int = 2048,
+    ) -> dict[str, np.memmap]:
+        """Decode each part (``{name: (paths, manifest rows)}``) into
+        ``cache_dir/<name>.npy``, ``chunk`` images at a time (memory stays bounded),
+        and map the files read-only. All files are published together, only when
+        every image decoded: a failure leaves the previous cache as it was."""
+        if self.cache_dir is None:
+            raise DatasetError(
+                "the image_manifest catalog entry has no cache_dir; a manifest larger "
+                "than data_prep.manifest.memory_budget_mb streams from a cache there"
+            )
+        total = sum(len(paths) for paths, _ in parts.values())
+        done = 0
+        with ExitStack() as stack:
+            temps = {name: stack.enter_context(atomic_path(self.cache_dir / f"{name}.npy"))
+                     for name in parts}  # fmt: skip
+            for name, (paths, rows) in parts.items():
+                out = np.lib.format.open_memmap(
+                    temps[name], mode="w+", dtype=np.uint8,
+                    shape=(len(paths), channels, size, size),
+                )  # fmt: skip
+                for start in range(0, len(paths), chunk):
+                    end = start + chunk
+                    decode_images(paths[start:end], channels, size, workers=workers,
+                                  out=out[start:end], rows=rows[start:end])  # fmt: skip
+                    done += len(paths[start:end])
+                    logger.info("Decoded %d / %d manifest images into %s", done, total,
+                                self.cache_dir)  # fmt: skip
+                out.flush()
+                del out
+        return {
+            name: np.load(self.cache_dir / f"{name}.npy", mmap_mode="r")
+            for name in parts
+        }
 
 
 class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
     """A CSV with an image-path column and one column per label (README "Your own
     images"). Paths resolve inside ``root`` (default: the CSV's folder) and may not
-    leave it.
+    leave it. ``cache_dir`` holds the decoded images of a manifest too large for
+    memory.
 
     Example (``catalog.yml``)::
 
@@ -32,6 +87,7 @@ class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
           type: multitask_cnn.io.ImageManifestDataset
           filepath: data/01_raw/my_images/manifest.csv
           root: data/01_raw/my_images
+          cache_dir: data/05_model_input/manifest_cache
 
     With ``missing_ok: true`` a manifest that does not exist loads as ``None`` (the
     project's default catalog names one that only manifest tasks need).
@@ -41,12 +97,14 @@ class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
         self,
         filepath: str,
         root: str | None = None,
+        cache_dir: str | None = None,
         *,
         missing_ok: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._filepath = PurePosixPath(filepath)
         self._root = PurePosixPath(root) if root is not None else self._filepath.parent
+        self._cache_dir = PurePosixPath(cache_dir) if cache_dir is not None else None
         self._missing_ok = missing_ok
         self.metadata = metadata
 
@@ -67,7 +125,8 @@ class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
                 f"image manifest {str(path)!r} is not a readable CSV: {error}"
             ) from None
         table.columns = [str(c).strip() for c in table.columns]
-        return ImageManifest(table, Path(self._root), path)
+        cache = Path(self._cache_dir) if self._cache_dir is not None else None
+        return ImageManifest(table, Path(self._root), path, cache)
 
     def save(self, data: None) -> None:
         raise DatasetError("ImageManifestDataset is read-only")
@@ -76,4 +135,5 @@ class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
         return Path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "root": str(self._root)}
+        return {"filepath": str(self._filepath), "root": str(self._root),
+                "cache_dir": str(self._cache_dir)}  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from kedro.io import DatasetError
 
 from .atomic import AtomicFileDataset
 
@@ -24,6 +27,10 @@ class TorchDataset(AtomicFileDataset[Any, Any]):
 
     With ``missing_ok: true`` loading a file that does not exist yet gives ``None``
     (a node's earlier output that it may reuse, such as trained baselines).
+
+    An array mapped from a ``.npy`` file (``np.load(..., mmap_mode="r")``: the image
+    cache of a manifest larger than memory) is saved as a reference to that file and
+    mapped again on load, so the ``.pt`` stays small and nothing is read into memory.
     """
 
     def __init__(
@@ -42,7 +49,36 @@ class TorchDataset(AtomicFileDataset[Any, Any]):
         return super().load()
 
     def _write(self, data: Any, path: Path) -> None:
-        torch.save(data, path)
+        torch.save(_by_reference(data, path.parent), path)
 
     def _read(self, path: Path) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _dereference(
+            torch.load(path, map_location="cpu", weights_only=True), path.parent
+        )
+
+
+_MEMMAP = "__memmap__"  # a memory-mapped .npy file, saved by reference
+
+
+def _by_reference(data: Any, folder: Path) -> Any:
+    """``data`` with every array mapped from a ``.npy`` file (an image cache larger
+    than memory) replaced by a reference to that file, relative to ``folder``."""
+    if isinstance(data, np.memmap) and data.filename is not None:
+        return {_MEMMAP: os.path.relpath(data.filename, folder)}
+    if isinstance(data, dict):
+        return {k: _by_reference(v, folder) for k, v in data.items()}
+    return data
+
+
+def _dereference(data: Any, folder: Path) -> Any:
+    if isinstance(data, dict):
+        if set(data) == {_MEMMAP}:
+            target = folder / data[_MEMMAP]
+            if not target.is_file():
+                raise DatasetError(
+                    f"{target} (an image cache the model input refers to) is missing: "
+                    "rerun data_prep"
+                )
+            return np.load(target, mmap_mode="r")
+        return {k: _dereference(v, folder) for k, v in data.items()}
+    return data

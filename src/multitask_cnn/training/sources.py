@@ -129,7 +129,7 @@ class Split:
         images = self.images
         if isinstance(images, np.ndarray):  # e.g. a memory-mapped cache
             rows = index if isinstance(index, slice) else np.sort(index.numpy())
-            picked = torch.from_numpy(np.ascontiguousarray(images[rows]))
+            picked = torch.from_numpy(np.array(images[rows]))  # a copy, writable
             if not isinstance(index, slice):  # back to the requested order
                 picked = picked[torch.from_numpy(np.argsort(np.argsort(index.numpy())))]
         else:

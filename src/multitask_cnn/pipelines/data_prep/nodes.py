@@ -175,20 +175,25 @@ def prepare_manifest(
         seed=config.seed,
     )  # fmt: skip
     budget = options.memory_budget_mb * 2**20
+    streams = plan.decoded_bytes > budget
     logger.info(
-        "Manifest %s: %d images, %.1f MB decoded (budget %.0f MB)",
+        "Manifest %s: %d images, %.1f MB decoded (budget %.0f MB): %s",
         image_manifest.filepath, len(plan.paths), plan.decoded_bytes / 2**20,
         options.memory_budget_mb,
+        "streams from a memory-mapped cache" if streams else "kept in memory",
     )  # fmt: skip
-    if plan.decoded_bytes > budget:
-        raise ManifestError(
-            f"the manifest's decoded images take {plan.decoded_bytes / 2**20:.0f} MB, "
-            f"more than data_prep.manifest.memory_budget_mb={options.memory_budget_mb:g}; "
-            "streaming larger manifests is not built yet: raise the budget"
-        )
     workers = options.workers or os.cpu_count() or 1
-    images = decode_images(plan.paths, plan.channels, plan.size, workers=workers)
-    splits = manifest_splits(plan, images)
+
+    def in_memory(parts):
+        return {split: decode_images(paths, plan.channels, plan.size, workers=workers, rows=rows)
+                for split, (paths, rows) in parts.items()}  # fmt: skip
+
+    def to_cache(parts):
+        return image_manifest.decode_to_cache(
+            parts, plan.channels, plan.size, workers=workers
+        )
+
+    splits = manifest_splits(plan, to_cache if streams else in_memory)
     logger.info("Manifest sizes: %s", {s: len(d["images"]) for s, d in splits.items()})
     return splits
 
