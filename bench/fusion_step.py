@@ -135,7 +135,9 @@ def decoding_figures(manifest: Path, workers: int, repeats: int) -> None:
         timings["plain Pillow loop"].append(time.perf_counter() - tick)
         tick = time.perf_counter()
         decode_images(paths, 1, 36, workers=workers)
-        timings[f"decode_images ({workers} processes)"].append(time.perf_counter() - tick)
+        timings[f"decode_images ({workers} processes)"].append(
+            time.perf_counter() - tick
+        )
     rates = {k: len(paths) / statistics.median(v) for k, v in timings.items()}
     for name, rate in rates.items():
         print(f"{name:>28}: {rate:>8.0f} images/s")

@@ -56,6 +56,7 @@ def main() -> None:
 
     data_prep = {"n_train": args.n_train, "n_test": 100, "val_fraction": 0.01}
     split, _, _ = multifashion_splits(data_prep, TASKS)
+    images = split.images_at(slice(None))  # the plain loop gets normalised float32
     device = resolve_device(args.device)
     kinds = kinds_of(TASKS)
 
@@ -82,7 +83,7 @@ def main() -> None:
                 train_one_epoch(model, source, kinds, get_weighting("equal", TASKS), optimizer,
                                 device)  # fmt: skip
             else:
-                plain_epoch(model, split.images, split.labels["left"], split.labels["right"],
+                plain_epoch(model, images, split.labels["left"], split.labels["right"],
                             optimizer, device, args.batch_size, generator)  # fmt: skip
             sync()
             times[name].append(time.perf_counter() - tick)

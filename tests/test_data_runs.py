@@ -86,6 +86,9 @@ def test_a_manifest_with_three_kinds_and_missing_labels_trains_by_configuration(
     assert {"test.digit.accuracy", "test.digit.f1_macro", "test.parity.accuracy",
             "test.parity.f1_macro", "test.ink.mae", "test.ink.rmse"} <= set(metrics)  # fmt: skip
     assert "tasks.left.kind" not in run.data.params  # removed by `left: null`
+    assert metrics["labelled.ink.test"] == int(
+        (table["ink"][table["split"] == "test"] != "").sum()
+    )
     assert (
         0 < metrics["test.ink.mae"] < 0.5
     )  # in the label's units (share of inked pixels)

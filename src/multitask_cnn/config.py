@@ -106,7 +106,8 @@ class ManifestConfig(_Strict):
     entry) becomes model input (README "Your own images")."""
 
     image_column: str = "image"  # paths relative to the catalog entry's root
-    split_column: str = "split"  # train | val | test; absent: seeded fractions
+    # train | val | test; None: the column `split` when there is one, else seeded fractions
+    split_column: str | None = None
     test_fraction: float = Field(0.2, gt=0, lt=1)  # without a split column;
     # val: data_prep.val_fraction of the rest
     channels: Literal[1, 3] = 1  # grey (L) or RGB; the backbone's in_channels
@@ -407,6 +408,14 @@ class ProjectParameters(_Strict):
                 raise ValueError(
                     f"data_prep.manifest.channels={channels} but the backbone takes "
                     f"{given} (model.backbone_args.in_channels); set both alike"
+                )
+            transfer = self.transfer
+            if channels != 1 and transfer.enabled and transfer.checkpoint is None:
+                raise ValueError(
+                    f"data_prep.manifest.channels={channels}, but the pretrained backbone "
+                    "sees grey images (the pretraining sources are grey): set "
+                    "transfer.enabled: false, or transfer.checkpoint to weights for "
+                    f"{channels} channels"
                 )
         return self
 

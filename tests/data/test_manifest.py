@@ -200,7 +200,7 @@ def test_an_unreadable_image_names_its_row_and_file(tmp_path):
     (tmp_path / "img" / "4.png").write_bytes(b"not a png at all")
     with pytest.raises(
         ManifestError,
-        match=r"manifest row 4 \(CSV line 6\): cannot read image '.*img/4.png'",
+        match=r"manifest row 4 \(CSV line 6\), column 'path': cannot read image '.*img/4.png'",
     ):
         _prepare(path)
 
@@ -230,11 +230,8 @@ def test_a_manifest_larger_than_the_memory_budget_streams_from_a_cache(tmp_path)
     }  # 40 x 36 x 36 B = 0.05 MB
     streamed = prepare_manifest(loaded, {"manifest": options}, TASKS, {})
 
-    assert sorted(p.name for p in cache.iterdir()) == [
-        "test.npy",
-        "train.npy",
-        "val.npy",
-    ]
+    (key,) = list(cache.iterdir())  # one folder, named by the plan's key
+    assert sorted(p.name for p in key.iterdir()) == ["test.npy", "train.npy", "val.npy"]
     for split, data in streamed.items():
         assert (
             isinstance(data["images"], np.memmap) and not data["images"].flags.writeable
@@ -272,7 +269,10 @@ def test_a_failed_decode_into_the_cache_leaves_no_cache_file(tmp_path):
     (tmp_path / "raw" / "img" / "39.png").write_bytes(b"broken")
     cache = tmp_path / "cache"
     loaded = ImageManifestDataset(str(path), cache_dir=str(cache)).load()
-    with pytest.raises(ManifestError, match=r"manifest row 39 .*cannot read image"):
+    with pytest.raises(
+        ManifestError,
+        match=r"manifest row 39 \(CSV line 41\), column 'path': cannot read image",
+    ):
         prepare_manifest(
             loaded,
             {"manifest": {"image_column": "path", "memory_budget_mb": 0.01}},
@@ -288,3 +288,93 @@ def test_decoding_in_worker_processes_gives_the_same_images(tmp_path):
     serial = decode_images(paths, 3, 16)
     threaded = decode_images(paths, 3, 16, workers=2, block=8)  # 5 blocks
     assert serial.shape == (N, 3, 16, 16) and np.array_equal(serial, threaded)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set("split", 12, "test"),  # row 12 is train; rows 13.. keep theirs
+         None),
+        (lambda t, r: t.loc.__setitem__((t.index[t["split"] == "test"], "animal"), ""),
+         r"column 'animal' has no label in the test split"),
+        (lambda t, r: t.loc.__setitem__((6, "path"), t.loc[4, "path"]),
+         r"row 6 \(CSV line 8\), column 'path': image '.*img/4.png' is in the val split, "
+         r"and in the train split at row 4"),
+    ],
+)  # fmt: skip
+def test_splits_need_labels_of_every_task_and_never_share_an_image(
+    tmp_path, change, message
+):
+    path = _break(tmp_path, change)
+    if message is None:
+        assert len(_prepare(path)["test"]["images"]) == 10
+        return
+    with pytest.raises(ManifestError, match=message):
+        _prepare(path)
+
+
+def test_short_rows_two_tasks_on_one_column_and_a_missing_split_column(tmp_path):
+    path = _write(tmp_path)
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:3])  # row 2: path, split, animal only
+    path.write_text("\n".join(lines) + "\n")
+    splits = _prepare(path)  # missing trailing cells are empty: no label
+    assert np.isnan(splits["train"]["labels"]["weight"][2])
+    twice = TASKS | {"species": {"kind": "multiclass", "num_classes": 3, "source": "manifest",
+                                 "label": "animal", "class_names": ["owl", "dog", "cat"]}}  # fmt: skip
+    with pytest.raises(
+        ManifestError,
+        match=r"tasks 'animal' and 'species' both read manifest column 'animal'",
+    ):
+        _prepare(path, tasks=twice)
+    with pytest.raises(
+        ManifestError,
+        match=r"no split column 'fold' \(data_prep.manifest.split_column\)",
+    ):
+        _prepare(path, split_column="fold")
+
+
+def test_a_failed_decode_keeps_the_previous_cache_and_a_stale_reference_is_refused(
+    tmp_path,
+):
+    path = _write(tmp_path / "raw")
+    cache = tmp_path / "cache"
+    options = {"manifest": {"image_column": "path", "memory_budget_mb": 0.01}}
+    loaded = ImageManifestDataset(str(path), cache_dir=str(cache)).load()
+    first = prepare_manifest(loaded, options, TASKS, {})
+    (key,) = [p.name for p in cache.iterdir()]
+    before = {p.name: p.read_bytes() for p in (cache / key).iterdir()}
+    (tmp_path / "raw" / "img" / "39.png").write_bytes(b"broken")  # the plan changes too
+    with pytest.raises(ManifestError, match="row 39"):
+        prepare_manifest(
+            ImageManifestDataset(str(path), cache_dir=str(cache)).load(),
+            options,
+            TASKS,
+            {},
+        )
+    assert [p.name for p in cache.iterdir()] == [key]  # the previous cache, as it was
+    assert {p.name: p.read_bytes() for p in (cache / key).iterdir()} == before
+    # a part of a mapped file is not saved by reference; a changed file is refused
+    dataset = TorchDataset(str(tmp_path / "input.pt"))
+    with pytest.raises(Exception, match="part of the memory-mapped file"):
+        dataset.save({"images": first["train"]["images"][:3]})
+    dataset.save({"images": first["train"]["images"]})
+    np.save(cache / key / "train.npy", np.zeros((2, 1, 36, 36), dtype=np.uint8))
+    with pytest.raises(
+        Exception, match=r"expects uint8 \(\d+, 1, 36, 36\): rerun data_prep"
+    ):
+        dataset.load()
+
+
+def test_rgb_manifests_need_rgb_weights_or_no_transfer():
+    from multitask_cnn.config import ConfigError, validate_parameters
+
+    params = {"tasks": {"animal": TASKS["animal"]}, "data_prep": {"manifest": {"channels": 3}},
+              "model": {"backbone_args": {"in_channels": 3}}}  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"channels=3, but the pretrained backbone sees grey"
+    ):
+        validate_parameters(params)
+    validate_parameters(params | {"transfer": {"enabled": False}})
+    with pytest.raises(ConfigError, match=r"channels=3 but the backbone takes 1"):
+        validate_parameters(params | {"model": {}, "transfer": {"enabled": False}})

@@ -48,7 +48,7 @@ def _sources():
     return {"A": _split(100, "a", 30, 0, 1), "B": _split(30, "b", 200, 2, 2)}
 
 
-def test_a_fused_batch_stacks_one_block_per_source():
+def test_a_fused_batch_is_normalised_per_source_and_refuses_a_task_twice():
     splits = _sources()
     batch = fuse([splits["A"].batch(slice(0, 8)), splits["B"].batch(slice(0, 4))])
     assert batch.images.shape == (12, 1, 36, 36) and batch.images.dtype == torch.float32
@@ -112,32 +112,6 @@ def test_training_on_fused_sources_learns_each_task_from_its_own_labels():
     )  # own rows only
     assert (outputs["a"].argmax(1) == 0).all() and (outputs["b"].argmax(1) == 2).all()
     assert {"val.a.accuracy", "val.b.accuracy"} <= set(state.history[-1])
-
-
-@pytest.mark.parametrize(
-    ("steps", "expected"), [("largest", 7), ("smallest", 4), (5, 5)]
-)
-def test_an_epoch_is_defined_as_configured(steps, expected):
-    splits = _sources()
-    source = FusedSource({"A": InMemorySource(splits["A"], 16, seed=0),
-                          "B": InMemorySource(splits["B"], 8, seed=1)}, steps=steps)  # fmt: skip
-    batches = list(source)
-    assert len(source) == expected and len(batches) == expected
-
-
-def test_a_smaller_source_cycles_through_every_row_once_per_pass():
-    splits = {"A": Split(torch.zeros(40, 1, 4, 4, dtype=torch.uint8), {"a": torch.arange(40)}),
-              "B": Split(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), {"b": torch.arange(10)})}  # fmt: skip
-    source = FusedSource({"A": InMemorySource(splits["A"], 4, seed=0),
-                          "B": InMemorySource(splits["B"], 4, seed=1)})  # fmt: skip
-    seen_b = torch.cat([b.labels["b"] for b in source])
-    # 10 steps; B's passes of 10 rows come as 4 + 4 + 2, then a new shuffled pass
-    assert len(seen_b) == 3 * 10 + 4
-    passes = [seen_b[:10], seen_b[10:20], seen_b[20:30]]
-    assert all(sorted(p.tolist()) == list(range(10)) for p in passes)
-    assert not torch.equal(passes[0], passes[1])  # reshuffled
-    with pytest.raises(ValueError, match="steps must be"):
-        FusedSource({"A": InMemorySource(splits["A"], 4)}, steps="most")
 
 
 def test_sources_with_other_image_shapes_are_refused_naming_them():

@@ -14,6 +14,7 @@ written.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import multiprocessing.context
@@ -27,11 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import DecompressionBombError
 
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec
 
+from .tensors import labelled
+
 __all__ = [
+    "SPLITS",
     "ManifestError",
     "ManifestPlan",
     "decode_images",
@@ -39,7 +44,7 @@ __all__ = [
     "split_rows",
 ]
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every split source's names
 
 
 class ManifestError(ValueError):
@@ -55,6 +60,18 @@ class ManifestPlan:
     splits: dict[str, np.ndarray]  # split -> row indices
     channels: int
     size: int
+
+    def key(self) -> str:
+        """A short hash of what the decoded images depend on: the files (path, size,
+        modification time), their order per split, channels and size."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(f"{self.channels}:{self.size}".encode())
+        for split, rows in self.splits.items():
+            digest.update(split.encode() + rows.tobytes())
+        for path in self.paths:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
 
     @property
     def decoded_bytes(self) -> int:
@@ -102,11 +119,13 @@ def _parse_real(values: pd.Series, column: str) -> np.ndarray:
             out[row] = float(cell)
         except ValueError:
             raise ManifestError(
-                f"manifest {_where(row, column)}: regression target {cell!r} is not a number"
+                f"manifest {_where(row, column)}: regression target {cell!r} is not a "
+                "number (leave the cell empty for no label)"
             ) from None
         if not math.isfinite(out[row]):
             raise ManifestError(
-                f"manifest {_where(row, column)}: regression target {cell!r} is not finite"
+                f"manifest {_where(row, column)}: regression target {cell!r} is not "
+                "finite (leave the cell empty for no label)"
             )
     return out
 
@@ -118,7 +137,8 @@ def _resolve(root: Path, cell: str, row: int, column: str) -> Path:
     if not path.is_relative_to(root):
         raise ManifestError(
             f"manifest {_where(row, column)}: image path {cell!r} lies outside the "
-            f"dataset root {str(root)!r}; paths must stay inside it"
+            f"dataset root {str(root)!r} (symbolic links resolved); paths must stay "
+            "inside it"
         )
     if not path.is_file():
         raise ManifestError(
@@ -134,10 +154,17 @@ def split_rows(
     test_fraction: float,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Row indices per split: from ``split_column`` (train / val / test) when the
-    manifest has it, else a seeded random split by the two fractions."""
+    """Row indices per split: from ``split_column`` (train / val / test; None: the
+    column ``split`` when the manifest has one), else a seeded random split by the two
+    fractions."""
     n = len(table)
-    if split_column is not None and split_column in table.columns:
+    if split_column is not None and split_column not in table.columns:
+        raise ManifestError(
+            f"the manifest has no split column {split_column!r} "
+            f"(data_prep.manifest.split_column); its columns are {list(table.columns)}"
+        )
+    split_column = split_column or ("split" if "split" in table.columns else None)
+    if split_column is not None:
         values = table[split_column].str.strip().str.lower()
         bad = ~values.isin(SPLITS)
         if bad.any():
@@ -156,11 +183,7 @@ def split_rows(
                 "train": np.sort(order[n_test + n_val :])}  # fmt: skip
     empty = [s for s in SPLITS if len(rows[s]) == 0]
     if empty:
-        how = (
-            f"column {split_column!r}"
-            if split_column in table.columns
-            else "the split fractions"
-        )
+        how = f"column {split_column!r}" if split_column else "the split fractions"
         raise ManifestError(
             f"the manifest's {how} leave(s) no rows for {empty} (of {n} rows); every "
             "split needs at least one"
@@ -202,10 +225,19 @@ def plan_manifest(
         for row, cell in enumerate(table[image_column])
     ]
     labels: dict[str, np.ndarray] = {}
+    readers: dict[str, tuple[str, TaskSpec]] = {}
     for task, spec in specs.items():
         column = spec.label_name(task)
-        if column in labels:
+        if column in readers:  # one column, one meaning
+            other, first = readers[column]
+            if (first.kind, first.n_classes, first.class_names) != (
+                spec.kind, spec.n_classes, spec.class_names):  # fmt: skip
+                raise ManifestError(
+                    f"tasks {other!r} and {task!r} both read manifest column {column!r} "
+                    "but declare other kinds or classes; give them the same, or one column each"
+                )
             continue
+        readers[column] = (task, spec)
         values = table[column].str.strip()
         labels[column] = (
             _parse_class(values, column, spec)
@@ -213,13 +245,31 @@ def plan_manifest(
             else _parse_real(values, column)
         )
     splits = split_rows(table, split_column, val_fraction, test_fraction, seed)
-    for column, values in labels.items():  # a label needs train rows to learn from
-        present = values >= 0 if values.dtype == np.int64 else np.isfinite(values)
-        if not present[splits["train"]].any():
-            raise ManifestError(
-                f"manifest column {column!r} has no label in the train split"
-            )
+    for column, values in labels.items():  # to learn, to stop early, to be scored
+        for split, rows in splits.items():
+            if not labelled(values[rows]).any():
+                raise ManifestError(
+                    f"manifest column {column!r} has no label in the {split} split "
+                    f"({len(rows)} rows); every split needs labelled rows of each task"
+                )
+    _one_split_per_image(paths, splits, image_column)
     return ManifestPlan(paths, labels, splits, channels, size)
+
+
+def _one_split_per_image(
+    paths: Sequence[Path], splits: Mapping[str, np.ndarray], column: str
+) -> None:
+    """Train, val and test never share an image (a file listed twice stays in one)."""
+    first: dict[Path, tuple[str, int]] = {}
+    for split, rows in splits.items():
+        for row in rows:
+            seen = first.setdefault(paths[row], (split, int(row)))
+            if seen[0] != split:
+                raise ManifestError(
+                    f"manifest {_where(int(row), column)}: image {str(paths[row])!r} is in "
+                    f"the {split} split, and in the {seen[0]} split at row {seen[1]}; "
+                    "an image may be in one split only"
+                )
 
 
 def _decode_one(path: Path, channels: int, size: int) -> np.ndarray:
@@ -232,17 +282,21 @@ def _decode_one(path: Path, channels: int, size: int) -> np.ndarray:
 
 
 def _decode_block(
-    paths: Sequence[Path], rows: Sequence[int], channels: int, size: int
+    paths: Sequence[Path], rows: Sequence[int], channels: int, size: int, column: str
 ) -> np.ndarray:
     """One block of images (in a worker process, or in this one)."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
             out[i] = _decode_one(path, channels, size)
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except (
+            OSError,
+            UnidentifiedImageError,
+            DecompressionBombError,
+            ValueError,
+        ) as error:
             raise ManifestError(
-                f"manifest row {rows[i]} (CSV line {rows[i] + 2}): cannot read image "
-                f"{str(path)!r}: {error}"
+                f"manifest {_where(rows[i], column)}: cannot read image {str(path)!r}: {error}"
             ) from None
     return out
 
@@ -261,6 +315,7 @@ def decode_images(
     workers: int = 0,
     out: np.ndarray | None = None,
     rows: Sequence[int] | None = None,
+    column: str = "image",
     block: int = 256,
 ) -> np.ndarray:
     """Decode ``paths`` (PNG, JPEG, ...; grey or colour) to uint8 ``(N, channels, size,
@@ -268,8 +323,8 @@ def decode_images(
 
     ``workers`` > 1 decodes blocks of ``block`` images in that many processes (threads
     do not help: for small images the work is mostly Python, under the GIL).
-    ``out`` receives the images (e.g. a memory-mapped cache); ``rows`` names each
-    path's manifest row for errors. An unreadable image raises :class:`ManifestError`
+    ``out`` receives the images (e.g. a memory-mapped cache); ``rows`` and ``column``
+    name each path's manifest row and column for errors. An unreadable image raises :class:`ManifestError`
     naming its row and file.
     """
     n = len(paths)
@@ -277,7 +332,7 @@ def decode_images(
         out = np.empty((n, channels, size, size), dtype=np.uint8)
     rows = list(range(n)) if rows is None else list(rows)
     spans = [(start, min(start + block, n)) for start in range(0, n, block)]
-    jobs = [(paths[a:b], rows[a:b], channels, size) for a, b in spans]
+    jobs = [(paths[a:b], rows[a:b], channels, size, column) for a, b in spans]
     if workers > 1 and len(spans) > 1:
         with ProcessPoolExecutor(
             min(workers, len(spans)), mp_context=_start_method()

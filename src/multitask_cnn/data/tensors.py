@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["image_stats", "to_model_input"]
+__all__ = ["image_stats", "labelled", "to_model_input"]
 
 
 def _check_images(images: np.ndarray) -> None:
@@ -67,3 +67,11 @@ def image_stats(
     if std == 0:
         raise ValueError("train images are constant; cannot normalise")
     return {"mean": mean, "std": std}
+
+
+def labelled(values: np.ndarray) -> np.ndarray:
+    """Which rows carry a label: class ids >= 0, real values that are finite."""
+    values = np.asarray(values)
+    return (
+        np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else values >= 0
+    )

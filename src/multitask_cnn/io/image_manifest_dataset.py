@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -38,22 +39,33 @@ class ImageManifest:
         channels: int,
         size: int,
         *,
+        key: str,
         workers: int = 0,
-        chunk: int = 2048,
+        column: str = "image",
+        chunk: int = 8192,
     ) -> dict[str, np.memmap]:
         """Decode each part (``{name: (paths, manifest rows)}``) into
-        ``cache_dir/<name>.npy``, ``chunk`` images at a time (memory stays bounded),
-        and map the files read-only. All files are published together, only when
-        every image decoded: a failure leaves the previous cache as it was."""
+        ``cache_dir/<key>/<name>.npy``, ``chunk`` images at a time (memory stays
+        bounded), and map the files read-only.
+
+        ``key`` names what the images depend on (:meth:`ManifestPlan.key`): a model
+        input refers to its own key's files, so it never meets another manifest's
+        images. Each file is written to a temporary file and renamed into place only
+        after every image of every part decoded (an unreadable image leaves no new
+        file); then the caches of other keys are removed (a model input that refers to
+        one asks for data_prep to run again).
+        """
         if self.cache_dir is None:
             raise DatasetError(
                 "the image_manifest catalog entry has no cache_dir; a manifest larger "
                 "than data_prep.manifest.memory_budget_mb streams from a cache there"
             )
+        folder = self.cache_dir / key
         total = sum(len(paths) for paths, _ in parts.values())
         done = 0
         with ExitStack() as stack:
-            temps = {name: stack.enter_context(atomic_path(self.cache_dir / f"{name}.npy"))
+            stack.callback(_remove_if_empty, folder)  # after a failure: no empty folder
+            temps = {name: stack.enter_context(atomic_path(folder / f"{name}.npy"))
                      for name in parts}  # fmt: skip
             for name, (paths, rows) in parts.items():
                 out = np.lib.format.open_memmap(
@@ -63,16 +75,22 @@ class ImageManifest:
                 for start in range(0, len(paths), chunk):
                     end = start + chunk
                     decode_images(paths[start:end], channels, size, workers=workers,
-                                  out=out[start:end], rows=rows[start:end])  # fmt: skip
+                                  out=out[start:end], rows=rows[start:end], column=column)  # fmt: skip
                     done += len(paths[start:end])
-                    logger.info("Decoded %d / %d manifest images into %s", done, total,
-                                self.cache_dir)  # fmt: skip
+                    logger.info(
+                        "Decoded %d / %d manifest images into %s", done, total, folder
+                    )
                 out.flush()
                 del out
-        return {
-            name: np.load(self.cache_dir / f"{name}.npy", mmap_mode="r")
-            for name in parts
-        }
+        for other in self.cache_dir.iterdir():
+            if other.is_dir() and other.name != key:
+                shutil.rmtree(other)
+        return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in parts}
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
@@ -124,6 +142,7 @@ class ImageManifestDataset(AbstractDataset[None, ImageManifest | None]):
             raise DatasetError(
                 f"image manifest {str(path)!r} is not a readable CSV: {error}"
             ) from None
+        table = table.fillna("")  # a short row's missing cells: empty, as written
         table.columns = [str(c).strip() for c in table.columns]
         cache = Path(self._cache_dir) if self._cache_dir is not None else None
         return ImageManifest(table, Path(self._root), path, cache)

@@ -64,7 +64,14 @@ def _by_reference(data: Any, folder: Path) -> Any:
     """``data`` with every array mapped from a ``.npy`` file (an image cache larger
     than memory) replaced by a reference to that file, relative to ``folder``."""
     if isinstance(data, np.memmap) and data.filename is not None:
-        return {_MEMMAP: os.path.relpath(data.filename, folder)}
+        whole = np.load(data.filename, mmap_mode="r")
+        if whole.shape != data.shape or whole.offset != data.offset:
+            raise DatasetError(
+                f"part of the memory-mapped file {data.filename} cannot be saved by "
+                "reference; save the whole array, or a copy"
+            )
+        return {_MEMMAP: os.path.relpath(data.filename, folder), "shape": list(data.shape),
+                "dtype": str(data.dtype)}  # fmt: skip
     if isinstance(data, dict):
         return {k: _by_reference(v, folder) for k, v in data.items()}
     return data
@@ -72,13 +79,22 @@ def _by_reference(data: Any, folder: Path) -> Any:
 
 def _dereference(data: Any, folder: Path) -> Any:
     if isinstance(data, dict):
-        if set(data) == {_MEMMAP}:
+        if _MEMMAP in data:
             target = folder / data[_MEMMAP]
             if not target.is_file():
                 raise DatasetError(
                     f"{target} (an image cache the model input refers to) is missing: "
                     "rerun data_prep"
                 )
-            return np.load(target, mmap_mode="r")
+            mapped = np.load(target, mmap_mode="r")
+            if (
+                list(mapped.shape) != data["shape"]
+                or str(mapped.dtype) != data["dtype"]
+            ):
+                raise DatasetError(
+                    f"{target} holds {mapped.dtype} {mapped.shape}, the model input "
+                    f"expects {data['dtype']} {tuple(data['shape'])}: rerun data_prep"
+                )
+            return mapped
         return {k: _dereference(v, folder) for k, v in data.items()}
     return data

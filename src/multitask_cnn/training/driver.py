@@ -20,11 +20,11 @@ from .optimizers import build_optimizer
 from .sources import (
     Batch,
     BatchSource,
-    ChainedSource,
     FusedSource,
     InMemorySource,
     Split,
     fuse,
+    in_turn,
 )
 from .state import TrainState
 from .strategies import get_weighting
@@ -55,6 +55,13 @@ class Budget:
 
     def batch_size_of(self, source: str) -> int:
         return self.source_batch_size.get(source, self.batch_size)
+
+    def single_source(self, source: str = "") -> dict[str, Any]:
+        """The budget as a model of one source sees it (what its reuse key holds): that
+        source's batch size; the fusion settings do not concern it."""
+        settings = {k: v for k, v in vars(self).items()
+                    if k not in ("source_batch_size", "fusion_steps")}  # fmt: skip
+        return settings | {"batch_size": self.batch_size_of(source)}
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def train_model(
     return fit(
         TrainState(network, optimizer, strategy),
         _train_source(train, budget),
-        _chained(val, budget.eval_batch_size),
+        in_turn(val, budget.eval_batch_size),
         kinds_of(specs), device,
         epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
         prefix=prefix, on_epoch_end=on_epoch_end,
@@ -181,11 +188,6 @@ def _train_source(train: Mapping[str, Split], budget: Budget) -> BatchSource:
          for name, split in train.items()},
         steps=budget.fusion_steps,
     )  # fmt: skip
-
-
-def _chained(splits: Mapping[str, Split], batch_size: int) -> BatchSource:
-    sources = [InMemorySource(split, batch_size) for split in splits.values()]
-    return sources[0] if len(sources) == 1 else ChainedSource(sources)
 
 
 def _probe(val: Mapping[str, Split], rows: int) -> Batch:

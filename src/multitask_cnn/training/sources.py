@@ -28,6 +28,7 @@ __all__ = [
     "InMemorySource",
     "Split",
     "fuse",
+    "in_turn",
     "labelled_counts",
     "task_splits",
     "used_stats",
@@ -254,6 +255,8 @@ class InMemorySource:
         self.split = split
         self.batch_size = batch_size
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.pass_state: Any = None  # the generator's state when the current pass began
+        self.position = len(split)  # rows of the current pass handed out
 
     def __len__(self) -> int:
         return -(-len(self.split) // self.batch_size)
@@ -389,3 +392,10 @@ class ChainedSource:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
+
+
+def in_turn(splits: Mapping[str, Split], batch_size: int) -> BatchSource:
+    """Unshuffled batches of each split in turn (validation and test: each task on its
+    own source's rows)."""
+    sources = [InMemorySource(split, batch_size) for split in splits.values()]
+    return sources[0] if len(sources) == 1 else ChainedSource(sources)

@@ -21,7 +21,6 @@ from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import (
-    Budget,
     Split,
     labelled_counts,
     resolve_device,
@@ -89,6 +88,8 @@ def train_baselines(
     )
     starts = {task: warm_start(initial_state, specs, model_config, config.seed, transfer_config,
                                baseline=task) for task in specs}  # fmt: skip
+    images = {split: {source: fingerprint({"images": m[source]["images"]}) for source in splits[split]}
+              for split, m in inputs.items()}  # fmt: skip  # once per source (a cache: a disk read)
     previous = previous_baselines or {}
     device = resolve_device(config.device)
     baselines, histories = {}, []
@@ -97,7 +98,7 @@ def train_baselines(
         source, label = spec.source, spec.label_name(task)
         # the data of this baseline: its source's images, its labels and their scaling
         stats = used_stats(normalisation_stats, {task: spec})
-        task_data = {split: fingerprint({"images": m[source]["images"],
+        task_data = {split: fingerprint({"images": images[split][source],
                                          "labels": m[source]["labels"][label],
                                          "normalisation": stats})
                      for split, m in inputs.items()}  # fmt: skip
@@ -108,7 +109,7 @@ def train_baselines(
         key = _baseline_key(
             task_spec[task],
             effective_model,
-            _task_budget(budget, source),
+            budget.single_source(source),
             task_data,
             transferred,
         )
@@ -145,14 +146,6 @@ def _only(split: Split, task: str) -> Split:
     """``split`` with ``task``'s labels only (its source may carry other tasks)."""
     return Split(split.images, {task: split.labels[task]}, split.mean, split.std,
                  {t: v for t, v in split.target_scaling.items() if t == task})  # fmt: skip
-
-
-def _task_budget(budget: Budget, source: str) -> dict[str, Any]:
-    """The budget as one task's baseline sees it: its source's batch size; fusion
-    settings of other sources do not concern it."""
-    settings = {k: v for k, v in vars(budget).items()
-                if k not in ("source_batch_size", "fusion_steps")}  # fmt: skip
-    return settings | {"batch_size": budget.batch_size_of(source)}
 
 
 def summarise_baselines(

@@ -19,6 +19,7 @@ from multitask_cnn.config import (
 from multitask_cnn.data.digits import split_digits
 from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.manifest import (
+    SPLITS,
     ManifestError,
     decode_images,
     manifest_splits,
@@ -31,7 +32,7 @@ from multitask_cnn.data.multifashion import (
     train_val_pools,
 )
 from multitask_cnn.data.sources import SOURCES
-from multitask_cnn.data.tensors import image_stats, to_model_input
+from multitask_cnn.data.tensors import image_stats, labelled, to_model_input
 from multitask_cnn.io import ImageManifest
 from multitask_cnn.seeds import numpy_generator
 
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 #           official train; test: official test)}
 RawSplits = dict[str, dict[str, Any]]
 RawSources = dict[str, RawSplits]  # data source -> its splits
-SPLITS = ("train", "val", "test")
 
 
 def needed_sources(tasks: dict[str, Any], pretraining: dict[str, Any]) -> set[str]:
@@ -184,14 +184,16 @@ def prepare_manifest(
     )  # fmt: skip
     workers = options.workers or os.cpu_count() or 1
 
+    column = options.image_column
+
     def in_memory(parts):
-        return {split: decode_images(paths, plan.channels, plan.size, workers=workers, rows=rows)
+        return {split: decode_images(paths, plan.channels, plan.size, workers=workers,
+                                     rows=rows, column=column)
                 for split, (paths, rows) in parts.items()}  # fmt: skip
 
     def to_cache(parts):
-        return image_manifest.decode_to_cache(
-            parts, plan.channels, plan.size, workers=workers
-        )
+        return image_manifest.decode_to_cache(parts, plan.channels, plan.size, key=plan.key(),
+                                              workers=workers, column=column)  # fmt: skip
 
     splits = manifest_splits(plan, to_cache if streams else in_memory)
     logger.info("Manifest sizes: %s", {s: len(d["images"]) for s, d in splits.items()})
@@ -222,7 +224,7 @@ def compute_normalisation(sources: RawSources) -> dict[str, dict[str, Any]]:
         targets = {}
         for name, labels in train["labels"].items():
             if np.issubdtype(labels.dtype, np.floating):
-                values = labels[np.isfinite(labels)].astype(np.float64)
+                values = labels[labelled(labels)].astype(np.float64)
                 if len(values) == 0:
                     raise ValueError(
                         f"source {source!r}: label {name!r} has no value in the train split"
@@ -259,25 +261,23 @@ def report_class_balance(sources: RawSources, tasks: dict[str, Any]) -> pd.DataF
     for source, splits in sources.items():
         for split, data in splits.items():
             for name, labels in data["labels"].items():
-                n = len(labels)
-                if np.issubdtype(labels.dtype, np.floating):
-                    labelled = int(np.isfinite(labels).sum())
-                    counts: dict[str, tuple[int, int]] = {}
-                else:
-                    labelled = int((labels >= 0).sum())
-                    found = np.bincount(labels[labels >= 0],
+                n, present = len(labels), labelled(labels)
+                n_labelled = int(present.sum())
+                counts: dict[str, tuple[int, int]] = {}
+                if not np.issubdtype(labels.dtype, np.floating):
+                    found = np.bincount(labels[present],
                                         minlength=len(names.get((source, name), ())))  # fmt: skip
                     known = names.get((source, name)) or [
                         str(c) for c in range(len(found))
                     ]
                     counts = {known[c] if c < len(known) else str(c): (c, int(k))
                               for c, k in enumerate(found)}  # fmt: skip
-                counts["missing"] = (-1, n - labelled)
+                counts["missing"] = (-1, n - n_labelled)
                 for class_name, (class_id, count) in counts.items():
                     rows.append({
                         "source": source, "split": split, "label": name,
                         "class_id": class_id, "class_name": class_name, "count": count,
-                        "fraction": float(count / max(n, 1)), "labelled": labelled,
+                        "fraction": float(count / max(n, 1)), "labelled": n_labelled,
                     })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -26,8 +26,7 @@ from multitask_cnn.models.checkpoint import (
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.tracking import final_metrics, task_metric_names
 from multitask_cnn.training import (
-    ChainedSource,
-    InMemorySource,
+    in_turn,
     predict,
     resolve_device,
     task_splits,
@@ -57,10 +56,7 @@ def _predict(
     device = resolve_device(config.device)
     model.to(device)
     test = task_splits(model_input_test, normalisation_stats, specs, "test")
-    source = ChainedSource(
-        [InMemorySource(split, config.batch_size) for split in test.values()]
-    )
-    outputs = predict(model, source, device)
+    outputs = predict(model, in_turn(test, config.batch_size), device)
     predictions: Predictions = {}
     for split in test.values():
         for task, target in split.labels.items():
@@ -220,5 +216,10 @@ def comparison_to_mlflow_metrics(
 
 
 def to_mlflow_metrics(task_metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Flatten ``{"test": {task: {metric: v}}}`` to MLflow names ``test.task.metric``."""
-    return final_metrics(task_metric_names("test", task_metrics["test"]))
+    """Flatten ``{"test": {task: {metric: v}}}`` to MLflow names ``test.task.metric``,
+    and each task's labelled rows per split to ``labelled.<task>.<split>``."""
+    metrics = task_metric_names("test", task_metrics["test"])
+    metrics |= {f"labelled.{task}.{split}": n
+                for task, splits in task_metrics.get("labelled", {}).items()
+                for split, n in splits.items()}  # fmt: skip
+    return final_metrics(metrics)

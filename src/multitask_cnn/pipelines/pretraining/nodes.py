@@ -193,8 +193,15 @@ def pretrain_backbone(
         "val": fingerprint(pretraining_val),
     }
     effective_model = model_config.effective() | {"shared_stages": None}
+    # the backbone takes the source's channels (grey), whatever the tasks' images are
+    channels = int(pretraining_train["images"].shape[1])
+    effective_model["backbone_args"] |= {"in_channels": channels}
+    backbone_args = dict(model_config.backbone_args) | {"in_channels": channels}
     key = _pretraining_key(
-        data, specs[label].model_dump(mode="json"), effective_model, vars(budget)
+        data,
+        specs[label].model_dump(mode="json"),
+        effective_model,
+        budget.single_source(),
     )
     if (
         previous_pretrained is not None
@@ -210,7 +217,7 @@ def pretrain_backbone(
     )
     check_labels(specs, train.labels, "pretraining train")
     state = train_model(
-        lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args),
+        lambda: build_model(specs, model_config.backbone, backbone_args=backbone_args),
         specs, train, val, resolve_device(budget_config.device), budget, prefix="pretrain.",
         on_epoch_end=log_epoch_metrics if budget_config.log_every_epoch else None,
     )  # fmt: skip
