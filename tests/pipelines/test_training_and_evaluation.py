@@ -114,7 +114,9 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
         == metrics["test"]["left"]["accuracy"]
     )
     assert set(mlflow_metrics) == {f"test.{t}.{m}" for t in ("left", "right")
-                                   for m in ("accuracy", "f1_macro")}  # fmt: skip
+                                   for m in ("accuracy", "f1_macro")} | {
+        f"labelled.{t}.{s}" for t in ("left", "right") for s in ("train", "val", "test")}  # fmt: skip
+    assert mlflow_metrics["labelled.left.train"]["value"] == 900
     figures = catalog.load("confusion_matrices")
     assert set(figures) == {"confusion_matrix_left.png", "confusion_matrix_right.png"}
     axes = figures["confusion_matrix_left.png"].axes[0]
