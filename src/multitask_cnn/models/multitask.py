@@ -91,7 +91,8 @@ class MultiTaskModel(nn.Module):
         outputs = {}
         for task in self.heads if rows is None else rows:
             head = self.heads[task]
-            features = shared if rows is None else shared[rows[task]]
+            block = None if rows is None else rows[task]
+            features = shared if block is None or block == slice(None) else shared[block]
             for stage in self.task_stages[task].values():
                 features = stage(features)
             out = head(features)  # (B, out_features)
