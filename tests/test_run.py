@@ -113,6 +113,8 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
         "reports/baseline_history.csv",
         "reports/baseline_metrics.json",
         "reports/comparison.json",
+        "reports/efficiency.json",
+        "reports/efficiency.md",
         "model/pretrained_backbone.pt",
         "reports/pretraining_history.csv",
         "reports/transfer_report.json",
@@ -128,6 +130,13 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     ] == [1, 2]
     assert run.data.tags["stl.left.run_id"] == run.info.run_id
     assert run.data.metrics["stl.left.parameters"] == 30890 + 510  # LeNet + one head
+    assert run.data.metrics["efficiency.parameters.ratio"] == pytest.approx(
+        (30890 + 2 * 510) / (2 * (30890 + 510))
+    )
+    assert run.data.metrics["efficiency.macs_per_image.multitask"] == 1_161_040
+    assert (
+        run.data.metrics["efficiency.throughput.ratio"] > 1
+    )  # one pass serves both tasks
     assert run.data.tags["stl.left.reused"] == "False"
     tags = run.data.tags  # what a teammate needs to repeat the run
     assert tags["kedro.env"] == "smoke"

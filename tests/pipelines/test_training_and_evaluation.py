@@ -8,7 +8,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from multitask_cnn.config import parse_tasks
-from multitask_cnn.io import CSVDataset, DigitsDataset, JSONDataset, TorchDataset
+from multitask_cnn.io import (
+    CSVDataset,
+    DigitsDataset,
+    JSONDataset,
+    TextDataset,
+    TorchDataset,
+)
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
 from multitask_cnn.pipelines import (
@@ -56,7 +62,52 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "train_state": TorchDataset(str(tmp_path / "train_state.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
+        "efficiency_report": JSONDataset(str(tmp_path / "efficiency.json")),
+        "efficiency_table": TextDataset(str(tmp_path / "efficiency.md")),
+        "efficiency_metrics": MemoryDataset(),
     })  # fmt: skip
+
+
+def test_the_efficiency_report_compares_the_models_it_measured(catalog):
+    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
+    report = catalog.load("efficiency_report")
+    checkpoint, baselines = (
+        catalog.load("multitask_checkpoint"),
+        catalog.load("baseline_checkpoints"),
+    )
+    multitask, together = report["multitask"], report["single_task"]["together"]
+    assert multitask["parameters"] == checkpoint["n_parameters"]
+    assert together["parameters"] == sum(b["n_parameters"] for b in baselines.values())
+    assert multitask["train_seconds"] == pytest.approx(checkpoint["train_seconds"])
+    assert together["train_seconds"] == pytest.approx(
+        sum(b["train_seconds"] for b in baselines.values())
+    )
+    per_task = report["single_task"]["per_task"]
+    assert together["latency_ms"] == pytest.approx(
+        sum(t["latency_ms"] for t in per_task.values())
+    )
+    assert together["throughput"] == pytest.approx(
+        1 / sum(1 / t["throughput"] for t in per_task.values())
+    )
+    for key in (
+        "parameters",
+        "macs_per_image",
+        "train_seconds",
+        "latency_ms",
+        "throughput",
+    ):
+        assert report["ratios"][key] == pytest.approx(multitask[key] / together[key])
+    assert report["ratios"]["parameters"] < 0.6  # the convnet shared by two tasks
+    assert report["delta_m"] == catalog.load("comparison")["delta_m"]
+    metrics = catalog.load("efficiency_metrics")
+    assert metrics["efficiency.parameters.ratio"]["value"] == pytest.approx(
+        report["ratios"]["parameters"]
+    )
+    table = catalog.load("efficiency_table")
+    assert (
+        f"| {multitask['parameters']:,} | {together['parameters']:,} | {report['ratios']['parameters']:.2f} |"
+        in table
+    )
 
 
 def test_train_then_evaluate_in_memory(catalog, model_inputs):

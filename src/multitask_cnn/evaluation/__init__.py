@@ -1,5 +1,13 @@
-"""Evaluation helpers of the library: Δm against single-task models."""
+"""Evaluation helpers of the library: Δm against single-task models, and what a model
+costs (parameters, MACs, inference speed)."""
 
 from .delta_m import delta_m
+from .efficiency import cost_ratios, inference_speed, macs_per_image, parameter_counts
 
-__all__ = ["delta_m"]
+__all__ = [
+    "cost_ratios",
+    "delta_m",
+    "inference_speed",
+    "macs_per_image",
+    "parameter_counts",
+]

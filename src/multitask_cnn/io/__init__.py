@@ -12,6 +12,7 @@ from .figures_dataset import FiguresDataset
 from .image_manifest_dataset import ImageManifest, ImageManifestDataset
 from .json_dataset import JSONDataset
 from .provenance_dataset import ProvenanceDataset
+from .text_dataset import TextDataset
 from .torch_dataset import TorchDataset
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ImageManifestDataset",
     "JSONDataset",
     "ProvenanceDataset",
+    "TextDataset",
     "TorchDataset",
     "atomic_path",
 ]

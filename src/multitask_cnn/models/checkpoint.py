@@ -126,6 +126,7 @@ def build_checkpoint(
     provenance: Mapping[str, Any],
     strategy: Mapping[str, Any] | None = None,
     labelled: Mapping[str, Any] | None = None,
+    train_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The self-describing checkpoint of ``model`` (its current weights: the best
     epoch's after ``fit``); ``config`` holds the effective tasks, model and training,
@@ -144,6 +145,7 @@ def build_checkpoint(
         "provenance": dict(provenance),
         "strategy": dict(strategy or {}),
         "labelled": dict(labelled or {}),
+        "train_seconds": train_seconds,  # wall time of its training epochs
     }
 
 

@@ -92,7 +92,9 @@ class MultiTaskModel(nn.Module):
         for task in self.heads if rows is None else rows:
             head = self.heads[task]
             block = None if rows is None else rows[task]
-            features = shared if block is None or block == slice(None) else shared[block]
+            features = (
+                shared if block is None or block == slice(None) else shared[block]
+            )
             for stage in self.task_stages[task].values():
                 features = stage(features)
             out = head(features)  # (B, out_features)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
@@ -16,8 +17,14 @@ from multitask_cnn.config import (
     parse_tasks,
     source_class_names,
 )
-from multitask_cnn.evaluation import delta_m
-from multitask_cnn.models import build_model
+from multitask_cnn.evaluation import (
+    cost_ratios,
+    delta_m,
+    inference_speed,
+    macs_per_image,
+    parameter_counts,
+)
+from multitask_cnn.models import MultiTaskModel, build_model
 from multitask_cnn.models.checkpoint import (
     CheckpointMismatchError,
     check_checkpoint,
@@ -38,6 +45,15 @@ logger = logging.getLogger(__name__)
 Predictions = dict[str, dict[str, np.ndarray]]
 
 
+def _model_of(checkpoint: dict[str, Any], tasks: dict[str, TaskSpec]) -> MultiTaskModel:
+    """The checkpoint's model with the heads of ``tasks`` (those it was trained with)."""
+    trained = parse(ModelConfig, checkpoint["config"]["model"], "model")
+    model = build_model(tasks, trained.backbone, backbone_args=trained.backbone_args,
+                        shared_stages=trained.shared_stages)  # fmt: skip
+    model.load_state_dict(checkpoint["model"], strict=True)
+    return model
+
+
 def _predict(
     checkpoint: dict[str, Any],
     model_input_test: dict[str, Any],
@@ -48,11 +64,9 @@ def _predict(
     """Rebuild a checkpoint's model (refused when it was trained for other tasks or on
     differently normalised data) and predict ``specs``' labels on the labelled test
     rows of each task's own source; regression values in original units."""
-    trained_tasks = check_checkpoint(checkpoint, specs, normalisation_stats)
-    trained = parse(ModelConfig, checkpoint["config"]["model"], "model")
-    model = build_model(trained_tasks, trained.backbone, backbone_args=trained.backbone_args,
-                        shared_stages=trained.shared_stages)  # fmt: skip
-    model.load_state_dict(checkpoint["model"], strict=True)
+    model = _model_of(
+        checkpoint, check_checkpoint(checkpoint, specs, normalisation_stats)
+    )
     device = resolve_device(config.device)
     model.to(device)
     test = task_splits(model_input_test, normalisation_stats, specs, "test")
@@ -223,3 +237,133 @@ def to_mlflow_metrics(task_metrics: dict[str, Any]) -> dict[str, dict[str, float
                 for task, splits in task_metrics.get("labelled", {}).items()
                 for split, n in splits.items()}  # fmt: skip
     return final_metrics(metrics)
+
+
+COSTS = {  # report key: (label, unit, lower is better)
+    "parameters": ("parameters", "", True),
+    "macs_per_image": ("MACs per image", "", True),
+    "train_seconds": ("training time", "s", True),
+    "latency_ms": ("latency, batch 1", "ms", True),
+    "throughput": ("inference throughput", "images/s", False),
+}
+
+
+def _model_costs(
+    checkpoint: dict[str, Any],
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, Any]:
+    """One trained model's costs (its own heads, as the checkpoint was trained)."""
+    tasks = {t: TaskSpec(**s) for t, s in checkpoint["config"]["tasks"].items()}
+    model = _model_of(checkpoint, tasks)
+    counts = parameter_counts(model)
+    speed = inference_speed(model, images, device, batch_size=batch_size)
+    return {
+        "parameters": counts["total"],
+        "parameters_shared": counts["shared"],
+        "parameters_per_task": counts["per_task"],
+        "macs_per_image": macs_per_image(model, tuple(images.shape[1:])),
+        "train_seconds": checkpoint.get("train_seconds"),
+        **speed,
+    }
+
+
+def report_efficiency(
+    multitask_checkpoint: dict[str, Any],
+    baseline_checkpoints: dict[str, Any],
+    comparison: dict[str, Any],
+    model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
+    """What the multi-task model costs against the single-task models together:
+    parameters (shared, per task), MACs per image (``FlopCounterMode``), training wall
+    time, latency at batch 1 and throughput at ``evaluation.batch_size`` on the run's
+    device, each ratio multi-task ÷ single-task, and Δm. Single-task costs add up (an
+    image goes through every model: latencies add, throughput is ``1 / Σ 1/t``).
+
+    Returns the report (JSON), a Markdown table of it, and headline MLflow metrics
+    ``efficiency.<cost>.ratio`` and ``efficiency.<cost>.{multitask,single_task}``.
+    """
+    specs = parse_tasks(tasks)
+    config = parse(EvaluationConfig, evaluation, "evaluation")
+    device = resolve_device(config.device)
+    test = task_splits(model_input_test, normalisation_stats, specs, "test")
+    first = next(iter(test.values()))
+    images = first.images_at(slice(0, config.batch_size))
+    multitask = _model_costs(multitask_checkpoint, images, device, config.batch_size)
+    single = {task: _model_costs(baseline_checkpoints[task], images, device, config.batch_size)
+              for task in specs}  # fmt: skip
+    together: dict[str, Any] = {
+        key: (None if any(s[key] is None for s in single.values())
+              else sum(s[key] for s in single.values()))
+        for key in ("parameters", "macs_per_image", "train_seconds", "latency_ms")
+    }  # fmt: skip
+    together["throughput"] = 1 / sum(1 / s["throughput"] for s in single.values())
+    ratios = cost_ratios({k: multitask[k] for k in COSTS}, together)
+    report = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": list(images.shape[1:]),
+        "throughput_batch": multitask["throughput_batch"],
+        "multitask": multitask,
+        "single_task": {"together": together, "per_task": single},
+        "ratios": ratios,
+        "delta_m": comparison["delta_m"],
+        "delta_m_per_task": comparison["per_task"],
+    }
+    metrics = {f"efficiency.{k}.ratio": v for k, v in ratios.items() if v is not None}
+    metrics |= {
+        f"efficiency.{k}.multitask": multitask[k]
+        for k in COSTS
+        if multitask[k] is not None
+    }
+    metrics |= {
+        f"efficiency.{k}.single_task": together[k]
+        for k in COSTS
+        if together[k] is not None
+    }
+    logger.info("Efficiency, multi-task ÷ single-task: %s",
+                ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None))  # fmt: skip
+    return report, efficiency_table(report), final_metrics(metrics)
+
+
+def _shown(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not recorded"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def efficiency_table(report: dict[str, Any]) -> str:
+    """The efficiency report as Markdown: the costs with their ratios, then Δm."""
+    multitask, together = report["multitask"], report["single_task"]["together"]
+    n_tasks = len(report["single_task"]["per_task"])
+    lines = [
+        f"# Efficiency: one multi-task model against {n_tasks} single-task models",
+        "",
+        f"Device `{report['device']}` ({report['threads']} threads), images "
+        f"{tuple(report['images'])}; throughput at batch {report['throughput_batch']}.",
+        "",
+        "| cost | multi-task | single-task, together | ratio |",
+        "|---|---|---|---|",
+    ]
+    for key, (label, unit, lower) in COSTS.items():
+        ratio = report["ratios"].get(key)
+        better = (
+            ""
+            if ratio is None
+            else (" (lower is better)" if lower else " (higher is better)")
+        )
+        lines.append(
+            f"| {label}{better} | {_shown(multitask[key], unit)} | "
+            f"{_shown(together[key], unit)} | {'—' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    lines += ["", f"Shared parameters: {multitask['parameters_shared']:,}; per task: "
+              + ", ".join(f"{t} {n:,}" for t, n in multitask["parameters_per_task"].items()),
+              "", f"Δm against the single-task models: {report['delta_m']:+.2f} % ("
+              + ", ".join(f"{t} {v:+.2f} %" for t, v in report["delta_m_per_task"].items())
+              + ")", ""]  # fmt: skip
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ from .nodes import (
     plot_confusion_matrices,
     predict_baselines,
     predict_test,
+    report_efficiency,
     to_mlflow_metrics,
 )
 
@@ -66,6 +67,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["baseline_metrics", "comparison"],
                 "comparison_metrics",
                 name="comparison_to_mlflow_metrics",
+            ),
+            Node(
+                report_efficiency,
+                [
+                    "multitask_checkpoint",
+                    "baseline_checkpoints",
+                    "comparison",
+                    "model_input_test",
+                    "normalisation_stats",
+                    "params:tasks",
+                    "params:evaluation",
+                ],
+                ["efficiency_report", "efficiency_table", "efficiency_metrics"],
+                name="report_efficiency",
             ),
         ]  # fmt: skip
     )

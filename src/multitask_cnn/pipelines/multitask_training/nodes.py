@@ -76,6 +76,7 @@ def train_multitask_model(
         input_fingerprint={"train": fingerprint({s: model_input_train[s] for s in train}),
                            "val": fingerprint({s: model_input_val[s] for s in val})},
         labelled=labelled_counts(specs, {"train": train, "val": val}),
+        train_seconds=sum(r["epoch_seconds"] for r in state.history),
         provenance=provenance,
         strategy=state.strategy.state_dict(),
     )  # fmt: skip

@@ -1,0 +1,99 @@
+"""What a model costs: parameters (shared and per task), multiply-accumulates per image,
+inference latency and throughput, and the multi-task ÷ single-task ratios.
+
+MACs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts the FLOPs of
+convolutions and matrix products (2 per multiply-accumulate; bias additions,
+activations and pooling are not counted), so MACs = FLOPs / 2.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from multitask_cnn.models import MultiTaskModel
+
+__all__ = ["cost_ratios", "inference_speed", "macs_per_image", "parameter_counts"]
+
+
+def parameter_counts(model: MultiTaskModel) -> dict[str, Any]:
+    """``total``, ``shared`` (the shared stages) and ``per_task`` (each task's own
+    stages and head)."""
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    per_task = {
+        task: count(model.task_stages[task]) + count(model.heads[task])
+        for task in model.tasks
+    }
+    return {"total": count(model), "shared": count(model.shared), "per_task": per_task}
+
+
+@torch.no_grad()
+def macs_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one image ``(C, H, W)``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros((1, *image_shape), device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def inference_speed(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int,
+    repeats: int = 20,
+) -> dict[str, float]:
+    """Median latency (ms) of one image and throughput (images/s) at ``batch_size``
+    over ``repeats`` timed passes each, after a warm-up pass, on ``device`` (eval
+    mode; ``images``: normalised float ``(N, C, H, W)``, ``N >= batch_size``)."""
+    model.eval().to(device)
+    one = images[:1].to(device)
+    batch = images[:batch_size].to(device)
+    timings: dict[str, list[float]] = {"latency": [], "batch": []}
+    for name, x in (("latency", one), ("batch", batch)):
+        model(x)  # warm-up (allocations, kernel choice)
+        _synchronise(device)
+        for _ in range(repeats):
+            tick = time.perf_counter()
+            model(x)
+            _synchronise(device)
+            timings[name].append(time.perf_counter() - tick)
+    return {
+        "latency_ms": statistics.median(timings["latency"]) * 1e3,
+        "throughput": len(batch) / statistics.median(timings["batch"]),
+        "throughput_batch": len(batch),
+    }
+
+
+def cost_ratios(
+    multitask: Mapping[str, float | None], single_task: Mapping[str, float | None]
+) -> dict[str, float | None]:
+    """``multitask[k] / single_task[k]`` for every cost both have (None when either is
+    missing or the single-task cost is 0)."""
+    ratios: dict[str, float | None] = {}
+    for key, value in multitask.items():
+        other = single_task.get(key)
+        ratios[key] = (
+            None if value is None or other in (None, 0) else float(value) / float(other)
+        )
+    return ratios
