@@ -104,6 +104,9 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     assert _artifacts(client, run.info.run_id) == {
         "model/multitask_checkpoint.pt",
         "plots/confusion_matrices/confusion_matrix_left.png",
+        "plots/report_plots/curves_left.png",
+        "plots/report_plots/curves_right.png",
+        "plots/report_plots/multitask_vs_single_task.png",
         "plots/confusion_matrices/confusion_matrix_right.png",
         "reports/metrics.json",
         "reports/training_history.csv",

@@ -6,8 +6,10 @@ import logging
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 from multitask_cnn.config import (
@@ -367,3 +369,90 @@ def efficiency_table(report: dict[str, Any]) -> str:
               + ", ".join(f"{t} {v:+.2f} %" for t, v in report["delta_m_per_task"].items())
               + ")", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def plot_report(
+    training_history: pd.DataFrame,
+    task_metrics: dict[str, Any],
+    baseline_metrics: dict[str, Any],
+    efficiency_report: dict[str, Any],
+    tasks: dict[str, Any],
+) -> dict[str, Figure]:
+    """Figures to read at a glance, keyed by file name: each task's training and
+    validation curves (``curves_<task>.png``), the multi-task against the single-task
+    models per task beside the cost ratios (``multitask_vs_single_task.png``), and the
+    task weights over epochs when the strategy changed them (``task_weights.png``)."""
+    specs = parse_tasks(tasks)
+    figures = {f"curves_{task}.png": _curves(training_history, task, spec)
+               for task, spec in specs.items()}  # fmt: skip
+    figures["multitask_vs_single_task.png"] = _comparison_figure(
+        task_metrics["test"], baseline_metrics["test"], efficiency_report, specs
+    )
+    weights = [c for c in training_history.columns if c.startswith("weight.")]
+    if weights and float(training_history[weights].std().max()) > 1e-9:
+        figure = Figure(figsize=(7, 4))
+        axes = figure.add_subplot()
+        for column in weights:
+            axes.plot(training_history["epoch"], training_history[column], marker="o",
+                      label=column.removeprefix("weight."))  # fmt: skip
+        axes.set(title="Task weights the strategy gave, per epoch (mean over steps)",
+                 xlabel="epoch", ylabel="weight")  # fmt: skip
+        axes.legend()
+        figure.tight_layout()
+        figures["task_weights.png"] = figure
+    return figures
+
+
+def _curves(history: pd.DataFrame, task: str, spec: TaskSpec) -> Figure:
+    figure = Figure(figsize=(10, 4))
+    loss, score = figure.subplots(1, 2)
+    for split, style in (("train", "-"), ("val", "--")):
+        column = f"{split}.{task}.loss"
+        if column in history:
+            loss.plot(history["epoch"], history[column], style, marker="o", label=split)
+    unit = "" if spec.task_kind.is_classifier else " (standardised target)"
+    loss.set(title=f"{task}: loss per epoch", xlabel="epoch", ylabel=f"loss{unit}")
+    loss.legend()
+    metric = "accuracy" if spec.task_kind.is_classifier else "mae"
+    if f"val.{task}.{metric}" in history:
+        score.plot(history["epoch"], history[f"val.{task}.{metric}"], marker="o",
+                   color="tab:green", label="val")  # fmt: skip
+    score.set(title=f"{task}: validation {metric} per epoch", xlabel="epoch",
+              ylabel=f"{metric}{unit}")  # fmt: skip
+    score.legend()
+    for axes in (loss, score):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    return figure
+
+
+def _comparison_figure(
+    multitask: dict[str, Any], single: dict[str, Any], report: dict[str, Any],
+    specs: dict[str, TaskSpec],
+) -> Figure:  # fmt: skip
+    figure = Figure(figsize=(12, 4.5))
+    scores, costs = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    names = list(specs)
+    metric = {
+        t: "accuracy" if specs[t].task_kind.is_classifier else "mae" for t in names
+    }
+    x = np.arange(len(names))
+    for offset, (label, values) in zip((-0.2, 0.2), (("multi-task", multitask),
+                                                      ("single-task", single)), strict=True):  # fmt: skip
+        heights = [values[t][metric[t]] for t in names]
+        bars = scores.bar(x + offset, heights, width=0.4, label=label)
+        scores.bar_label(bars, fmt="%.3f", fontsize=8)
+    scores.set_xticks(x, [f"{t}\n({metric[t]})" for t in names])
+    scores.set(
+        title=f"Test score per task (Δm {report['delta_m']:+.2f} %)", ylabel="score"
+    )
+    scores.set_ylim(top=scores.get_ylim()[1] * 1.15)  # room for the legend
+    scores.legend(loc="upper right", ncols=2)
+    shown = {k: v for k, v in report["ratios"].items() if v is not None}
+    labels = [f"{COSTS[k][0]} ({'↓' if COSTS[k][2] else '↑'} better)" for k in shown]
+    bars = costs.barh(labels, list(shown.values()), color="tab:gray")
+    costs.bar_label(bars, fmt="%.2f", fontsize=8)
+    costs.axvline(1.0, color="black", linewidth=1)
+    costs.set(title="Cost, multi-task ÷ single-task (1 = equal)", xlabel="ratio")
+    figure.tight_layout()
+    return figure

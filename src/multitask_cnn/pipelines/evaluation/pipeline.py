@@ -8,6 +8,7 @@ from .nodes import (
     compute_baseline_metrics,
     compute_task_metrics,
     plot_confusion_matrices,
+    plot_report,
     predict_baselines,
     predict_test,
     report_efficiency,
@@ -81,6 +82,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["efficiency_report", "efficiency_table", "efficiency_metrics"],
                 name="report_efficiency",
+            ),
+            Node(
+                plot_report,
+                [
+                    "training_history",
+                    "task_metrics",
+                    "baseline_metrics",
+                    "efficiency_report",
+                    "params:tasks",
+                ],
+                "report_plots",
+                name="plot_report",
             ),
         ]  # fmt: skip
     )
