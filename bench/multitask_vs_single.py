@@ -24,20 +24,13 @@ from _multifashion import TASKS, multifashion_splits
 from multitask_cnn.config import TrainingConfig
 from multitask_cnn.evaluation import inference_speed, parameter_counts
 from multitask_cnn.models import build_model
-from multitask_cnn.training import Split, train_model
+from multitask_cnn.training import train_model
 
 TARGETS = {
     "parameters": ("<=", 0.55),
     "training time": ("<=", 0.6),
     "throughput": (">=", 1.8),
 }
-
-
-def only(split: Split, specs: dict) -> Split:
-    """``split`` with the labels of ``specs``' tasks only."""
-    return Split(
-        split.images, {t: split.labels[t] for t in specs}, split.mean, split.std
-    )
 
 
 def main() -> None:
@@ -63,7 +56,7 @@ def main() -> None:
         for name, specs in models.items():
             tick = time.perf_counter()
             state = train_model(lambda specs=specs: build_model(specs, args.backbone), specs,
-                                only(train, specs), only(val, specs), device, budget)  # fmt: skip
+                                train.only(specs), val.only(specs), device, budget)  # fmt: skip
             seconds[name].append(time.perf_counter() - tick)
             trained[name] = state.model
     images = test.images_at(slice(0, 1024))

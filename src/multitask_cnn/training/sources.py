@@ -11,7 +11,7 @@ sources one after the other (validation and test: each task on its own source).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -150,6 +150,13 @@ class Split:
                              and isinstance(rows, torch.Tensor) else rows]  # fmt: skip
         return Split(images, {t: y[rows] for t, y in self.labels.items()},
                      self.mean, self.std, self.target_scaling)  # fmt: skip
+
+    def only(self, tasks: Iterable[str]) -> Split:
+        """This split with the labels (and target scaling) of ``tasks`` only."""
+        keep = set(tasks)
+        return Split(self.images, {t: y for t, y in self.labels.items() if t in keep},
+                     self.mean, self.std,
+                     {t: v for t, v in self.target_scaling.items() if t in keep})  # fmt: skip
 
     def unscale(self, task: str, values: torch.Tensor) -> torch.Tensor:
         """A regression task's values (labels or predictions) in original units."""

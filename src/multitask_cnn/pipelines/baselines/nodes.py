@@ -21,7 +21,6 @@ from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import (
-    Split,
     labelled_counts,
     resolve_device,
     task_splits,
@@ -119,7 +118,7 @@ def train_baselines(
             baselines[task] = previous[task] | {"reused": True}
             continue
         train, val = (
-            {source: _only(splits[split][source], task)} for split in ("train", "val")
+            {source: splits[split][source].only([task])} for split in ("train", "val")
         )
         state = train_model(
             lambda task=task, spec=spec: build_model(
@@ -141,12 +140,6 @@ def train_baselines(
         histories.append(pd.DataFrame(state.history))
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return baselines, history
-
-
-def _only(split: Split, task: str) -> Split:
-    """``split`` with ``task``'s labels only (its source may carry other tasks)."""
-    return Split(split.images, {task: split.labels[task]}, split.mean, split.std,
-                 {t: v for t, v in split.target_scaling.items() if t == task})  # fmt: skip
 
 
 def summarise_baselines(
