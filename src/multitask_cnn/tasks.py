@@ -247,8 +247,9 @@ class Multiclass(TaskKind):
         safe = torch.where(
             mask.unsqueeze(1), output, 0.0
         )  # no NaN from unlabelled rows
-        per_row = F.cross_entropy(safe, target.clamp(min=0), reduction="none")
-        return _masked_sum(per_row, mask)
+        # unlabelled rows (-1) are ignored: they add nothing to the sum, and no gradient
+        total = F.cross_entropy(safe, target, ignore_index=-1, reduction="sum")
+        return total, mask.sum()
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.argmax(dim=1)

@@ -29,6 +29,7 @@ from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_mod
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tasks import LabelError
 from multitask_cnn.training import TrainState, build_optimizer, get_weighting
+from multitask_cnn.training.memory import PeakMemory
 
 TRAINING = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
 TRAIN_AND_EVALUATE = (
@@ -89,12 +90,22 @@ def test_the_efficiency_report_compares_the_models_it_measured(catalog):
     assert together["throughput"] == pytest.approx(
         1 / sum(1 / t["throughput"] for t in per_task.values())
     )
+    # peak memory: measured on this CPU (Linux: resident-set high-water mark), carried
+    # by the checkpoints for training; the single-task models train one at a time
+    assert multitask["train_peak_memory_mb"] == checkpoint["train_peak_memory_mb"] > 0
+    assert together["train_peak_memory_mb"] == max(
+        b["train_peak_memory_mb"] for b in baselines.values()
+    )
+    assert report["memory_method"]["training"] == PeakMemory.CPU
+    assert multitask["inference_peak_memory_mb"] >= 0
+    assert together["inference_peak_memory_mb"] >= 0
     for key in (
         "parameters",
         "macs_per_image",
         "train_seconds",
         "latency_ms",
         "throughput",
+        "train_peak_memory_mb",
     ):
         assert report["ratios"][key] == pytest.approx(multitask[key] / together[key])
     assert report["ratios"]["parameters"] < 0.6  # the convnet shared by two tasks
@@ -104,6 +115,8 @@ def test_the_efficiency_report_compares_the_models_it_measured(catalog):
         report["ratios"]["parameters"]
     )
     table = catalog.load("efficiency_table")
+    assert "| peak memory, training (lower is better) |" in table
+    assert f"Peak memory: training, {PeakMemory.CPU}" in table
     assert (
         f"| {multitask['parameters']:,} | {together['parameters']:,} | {report['ratios']['parameters']:.2f} |"
         in table

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,8 +18,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from multitask_cnn.models import MultiTaskModel
+from multitask_cnn.training.memory import PeakMemory
 
-__all__ = ["cost_ratios", "inference_speed", "macs_per_image", "parameter_counts"]
+__all__ = [
+    "cost_ratios",
+    "inference_peak_memory",
+    "inference_speed",
+    "macs_per_image",
+    "parameter_counts",
+]
 
 
 def parameter_counts(model: MultiTaskModel) -> dict[str, Any]:
@@ -83,6 +90,23 @@ def inference_speed(
         "throughput": len(batch) / statistics.median(timings["batch"]),
         "throughput_batch": len(batch),
     }
+
+
+@torch.no_grad()
+def inference_peak_memory(
+    models: Sequence[nn.Module], images: torch.Tensor, device: torch.device
+) -> tuple[float | None, str | None]:
+    """Peak memory (MiB) of answering the batch ``images`` with each of ``models`` in
+    turn, in eval mode on ``device``, above what the models and the batch already hold
+    there; and how it was measured (:class:`~multitask_cnn.training.memory.PeakMemory`)."""
+    moved = [model.eval().to(device) for model in models]
+    batch = images.to(device)
+    for model in moved:  # warm-up: one-off allocations (kernels, workspaces)
+        model(batch[:1])
+    with PeakMemory(device) as peak:
+        for model in moved:
+            model(batch)
+    return peak.megabytes, peak.method
 
 
 def cost_ratios(

@@ -127,6 +127,7 @@ def build_checkpoint(
     strategy: Mapping[str, Any] | None = None,
     labelled: Mapping[str, Any] | None = None,
     train_seconds: float | None = None,
+    train_peak_memory: tuple[float | None, str | None] = (None, None),
 ) -> dict[str, Any]:
     """The self-describing checkpoint of ``model`` (its current weights: the best
     epoch's after ``fit``); ``config`` holds the effective tasks, model and training,
@@ -146,6 +147,9 @@ def build_checkpoint(
         "strategy": dict(strategy or {}),
         "labelled": dict(labelled or {}),
         "train_seconds": train_seconds,  # wall time of its training epochs
+        # peak memory of its training (MiB) and how it was measured (training/memory.py)
+        "train_peak_memory_mb": train_peak_memory[0],
+        "train_peak_memory_method": train_peak_memory[1],
     }
 
 

@@ -15,7 +15,9 @@ from multitask_cnn.models import MultiTaskModel, count_parameters
 from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import TaskSpec, kinds_of
 
+from .allocator import keep_freed_memory
 from .loop import EpochCallback, Freeze, fit
+from .memory import PeakMemory
 from .optimizers import build_optimizer
 from .sources import (
     Batch,
@@ -105,6 +107,7 @@ def train_model(
     each training step concatenates one batch of every source, :class:`FusedSource`;
     validation goes through each source in turn)."""
     train, val = _by_source(train), _by_source(val)
+    keep_freed_memory()  # no page faults for each step's activations (allocator.py)
     torch.manual_seed(torch_seed(budget.seed, "model_init"))
     network = build()
     named = dict(network.named_parameters())
@@ -135,17 +138,20 @@ def train_model(
         network.shared_stages, device, sum(map(len, train.values())),
         sum(map(len, val.values())),
     )  # fmt: skip
-    return fit(
-        TrainState(network, optimizer, strategy),
-        _train_source(train, budget),
-        in_turn(val, budget.eval_batch_size),
-        kinds_of(specs), device,
-        epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
-        prefix=prefix, on_epoch_end=on_epoch_end,
-        probe=_probe(val, probe_rows) if probe_rows else None,
-        freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
-        if moved and warm_start.freeze_epochs else None,
-    )  # fmt: skip
+    with PeakMemory(device) as peak:
+        state = fit(
+            TrainState(network, optimizer, strategy),
+            _train_source(train, budget),
+            in_turn(val, budget.eval_batch_size),
+            kinds_of(specs), device,
+            epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
+            prefix=prefix, on_epoch_end=on_epoch_end,
+            probe=_probe(val, probe_rows) if probe_rows else None,
+            freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
+            if moved and warm_start.freeze_epochs else None,
+        )  # fmt: skip
+    state.peak_memory_mb, state.peak_memory_method = peak.megabytes, peak.method
+    return state
 
 
 def _load_warm_start(

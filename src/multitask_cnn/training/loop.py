@@ -59,31 +59,32 @@ _NON_FINITE_HINT = (
 
 
 class _Sums:
-    """Running (sum, count) pairs on the device, read once with :meth:`read`.
+    """Running (sum, count) pairs, kept on the device as the steps made them and
+    summed once by :meth:`read`: a step adds no tensor operation of its own (on the
+    CPU, each small operation costs more dispatch time than it computes).
 
-    Sums are float64 where the device has it (MPS does not: float32 there).
+    Sums are added in float64 where the device has it (MPS does not: float32 there).
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.device = device
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, torch.Tensor] = {}
+        self.parts: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     def add(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
-        if name not in self.sums:
-            self.sums[name] = torch.zeros((), dtype=self.dtype, device=self.device)
-            self.counts[name] = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.sums[name] += total.detach().to(self.dtype)
-        self.counts[name] += count.detach()
+        totals, counts = self.parts.setdefault(name, ([], []))
+        totals.append(total.detach())
+        counts.append(count.detach())
 
     def read(self) -> tuple[dict[str, float], dict[str, int]]:
         """Means (NaN where nothing was counted) and counts; the one host sync."""
-        names = list(self.sums)
+        names = list(self.parts)
         if not names:
             return {}, {}
-        sums = torch.stack([self.sums[n] for n in names]).tolist()
-        counts = torch.stack([self.counts[n] for n in names]).tolist()
+        sums = torch.stack([torch.stack(self.parts[n][0]).to(self.dtype).sum()
+                            for n in names]).tolist()  # fmt: skip
+        counts = torch.stack(
+            [torch.stack(self.parts[n][1]).sum() for n in names]
+        ).tolist()
         means = {
             n: (s / c if c else math.nan)
             for n, s, c in zip(names, sums, counts, strict=True)
@@ -110,33 +111,34 @@ def _summarise(
 
 
 class _FiniteGuard:
-    """Remembers, on the device, the first step at which each task's loss was not
-    finite; :meth:`check` reads it (a host sync) and raises."""
+    """Keeps each step's task losses ``(T,)``; :meth:`check` reads those not yet
+    checked (one host sync) and raises, naming the first task and step that was not
+    finite."""
 
-    def __init__(
-        self, tasks: list[str], device: torch.device, epoch: int | None
-    ) -> None:
+    def __init__(self, tasks: list[str], epoch: int | None) -> None:
         self.tasks, self.epoch = tasks, epoch
-        self.first_bad = torch.full((len(tasks),), -1, dtype=torch.int64, device=device)
+        self.pending: list[torch.Tensor] = []
+        self.first_step = 1  # the step of pending[0]
 
-    def update(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
-        bad = ~torch.isfinite(torch.stack([losses[t].detach() for t in self.tasks]))
-        self.first_bad = torch.where((self.first_bad < 0) & bad, step, self.first_bad)
+    def update(self, values: torch.Tensor) -> None:
+        self.pending.append(values.detach())
 
     def check(self, n_steps: int) -> None:
-        first_bad = self.first_bad.tolist()
-        hits = [
-            (step, task)
-            for task, step in zip(self.tasks, first_bad, strict=True)
-            if step >= 0
-        ]
-        if hits:
-            step, task = min(hits)
+        if not self.pending:
+            return
+        values = torch.stack(self.pending)  # (steps, T)
+        finite = torch.isfinite(values)
+        if not finite.all():
+            step, column = divmod(
+                int((~finite).flatten().nonzero()[0]), len(self.tasks)
+            )
             where = f"epoch {self.epoch}, " if self.epoch is not None else ""
             raise NonFiniteLossError(
-                f"task {task!r}: the loss is not finite at {where}step {step} of {n_steps}. "
-                + _NON_FINITE_HINT
+                f"task {self.tasks[column]!r}: the loss is not finite at {where}step "
+                f"{self.first_step + step} of {n_steps}. " + _NON_FINITE_HINT
             )
+        self.first_step += len(self.pending)
+        self.pending.clear()
 
 
 def _task_losses(
@@ -184,7 +186,8 @@ def train_one_epoch(
     model.train()
     tasks = list(kinds)
     sums = _Sums(device)
-    guard = _FiniteGuard(tasks, device, epoch)
+    guard = _FiniteGuard(tasks, epoch)
+    weights_seen: list[torch.Tensor] = []
     n_steps = len(source)
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 50
@@ -203,7 +206,7 @@ def train_one_epoch(
         }
         for task, (total, count) in terms.items():
             sums.add(f"{task}.loss", total, count)
-        guard.update(step, losses)
+        guard.update(torch.stack([losses[task] for task in tasks]))
         if step % check_every == 0:
             guard.check(n_steps)  # before the step: the weights stay finite
         optimizer.zero_grad(set_to_none=True)
@@ -222,11 +225,12 @@ def train_one_epoch(
         strategy.after_optimizer_step()
         if strategy.needs_losses_after_step:
             strategy.after_step(_losses_again(model, kinds, batch))
-        one = torch.ones((), dtype=torch.int64, device=device)
-        for task, weight in zip(strategy.tasks, weights, strict=True):
-            sums.add(f"weight.{task}", weight, one)
+        weights_seen.append(weights)
     guard.check(n_steps)
     metrics = _summarise(sums, tasks, "train", epoch)
+    if weights_seen:  # the strategy's weights, averaged over the steps
+        mean = torch.stack(weights_seen).to(sums.dtype).mean(0).tolist()
+        metrics |= {f"weight.{t}": w for t, w in zip(strategy.tasks, mean, strict=True)}
     return metrics
 
 

@@ -54,6 +54,10 @@ class TrainState:
     last_state: dict[str, torch.Tensor] | None = (
         None  # set while the model holds the best
     )
+    # peak memory of the training (MiB) and how it was measured (training/memory.py);
+    # set by train_model, not part of the state dict
+    peak_memory_mb: float | None = None
+    peak_memory_method: str | None = None
 
     def hold_best(self) -> None:
         """Load the best epoch's weights into the model, keeping the last ones aside."""

@@ -135,6 +135,7 @@ def train_baselines(
             normalisation=stats, input_fingerprint=task_data,
             provenance=provenance, labelled=labelled_counts({task: spec}, {"train": train, "val": val}),
             train_seconds=sum(r[f"stl.{task}.epoch_seconds"] for r in state.history),
+            train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
         )  # fmt: skip
         baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
         histories.append(pd.DataFrame(state.history))

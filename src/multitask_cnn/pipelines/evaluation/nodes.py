@@ -22,6 +22,7 @@ from multitask_cnn.config import (
 from multitask_cnn.evaluation import (
     cost_ratios,
     delta_m,
+    inference_peak_memory,
     inference_speed,
     macs_per_image,
     parameter_counts,
@@ -247,6 +248,8 @@ COSTS = {  # report key: (label, unit, lower is better)
     "train_seconds": ("training time", "s", True),
     "latency_ms": ("latency, batch 1", "ms", True),
     "throughput": ("inference throughput", "images/s", False),
+    "train_peak_memory_mb": ("peak memory, training", "MiB", True),
+    "inference_peak_memory_mb": ("peak memory, inference", "MiB", True),
 }
 
 
@@ -261,6 +264,7 @@ def _model_costs(
     model = _model_of(checkpoint, tasks)
     counts = parameter_counts(model)
     speed = inference_speed(model, images, device, batch_size=batch_size)
+    memory, method = inference_peak_memory([model], images, device)
     return {
         "parameters": counts["total"],
         "parameters_shared": counts["shared"],
@@ -268,6 +272,10 @@ def _model_costs(
         "macs_per_image": macs_per_image(model, tuple(images.shape[1:])),
         "train_seconds": checkpoint.get("train_seconds"),
         **speed,
+        "train_peak_memory_mb": checkpoint.get("train_peak_memory_mb"),
+        "train_peak_memory_method": checkpoint.get("train_peak_memory_method"),
+        "inference_peak_memory_mb": memory,
+        "inference_peak_memory_method": method,
     }
 
 
@@ -283,8 +291,11 @@ def report_efficiency(
     """What the multi-task model costs against the single-task models together:
     parameters (shared, per task), MACs per image (``FlopCounterMode``), training wall
     time, latency at batch 1 and throughput at ``evaluation.batch_size`` on the run's
-    device, each ratio multi-task ÷ single-task, and Δm. Single-task costs add up (an
-    image goes through every model: latencies add, throughput is ``1 / Σ 1/t``).
+    device, peak memory of training and of inference at that batch
+    (:class:`~multitask_cnn.training.memory.PeakMemory`), each ratio multi-task ÷
+    single-task, and Δm. Single-task costs add up (an image goes through every model:
+    latencies add, throughput is ``1 / Σ 1/t``); their peak memory is that of the models
+    run one after another (training: the largest of theirs).
 
     Returns the report (JSON), a Markdown table of it, and headline MLflow metrics
     ``efficiency.<cost>.ratio`` and ``efficiency.<cost>.{multitask,single_task}``.
@@ -304,12 +315,24 @@ def report_efficiency(
         for key in ("parameters", "macs_per_image", "train_seconds", "latency_ms")
     }  # fmt: skip
     together["throughput"] = 1 / sum(1 / s["throughput"] for s in single.values())
+    # memory: the single-task models train one after another (the largest peak counts)
+    # and answer a batch one after another (measured so)
+    peaks = [s["train_peak_memory_mb"] for s in single.values()]
+    together["train_peak_memory_mb"] = None if None in peaks else max(peaks)
+    together["inference_peak_memory_mb"], _ = inference_peak_memory(
+        [_model_of(c, {t: TaskSpec(**s) for t, s in c["config"]["tasks"].items()})
+         for c in (baseline_checkpoints[task] for task in specs)], images, device,
+    )  # fmt: skip
     ratios = cost_ratios({k: multitask[k] for k in COSTS}, together)
     report = {
         "device": str(device),
         "threads": torch.get_num_threads(),
         "images": list(images.shape[1:]),
         "throughput_batch": multitask["throughput_batch"],
+        "memory_method": {
+            "training": multitask["train_peak_memory_method"],
+            "inference": multitask["inference_peak_memory_method"],
+        },
         "multitask": multitask,
         "single_task": {"together": together, "per_task": single},
         "ratios": ratios,
@@ -363,6 +386,11 @@ def efficiency_table(report: dict[str, Any]) -> str:
             f"| {label}{better} | {_shown(multitask[key], unit)} | "
             f"{_shown(together[key], unit)} | {'—' if ratio is None else f'{ratio:.2f}'} |"
         )
+    methods = report.get("memory_method", {})
+    if any(methods.values()):
+        lines += ["", "Peak memory: " + "; ".join(f"{what}, {how}" for what, how in methods.items() if how)
+                  + ". The single-task models train, and answer a batch, one after another "
+                  "(training: the largest of their peaks)."]  # fmt: skip
     lines += ["", f"Shared parameters: {multitask['parameters_shared']:,}; per task: "
               + ", ".join(f"{t} {n:,}" for t, n in multitask["parameters_per_task"].items()),
               "", f"Δm against the single-task models: {report['delta_m']:+.2f} % ("

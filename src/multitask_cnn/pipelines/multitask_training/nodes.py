@@ -77,6 +77,7 @@ def train_multitask_model(
                            "val": fingerprint({s: model_input_val[s] for s in val})},
         labelled=labelled_counts(specs, {"train": train, "val": val}),
         train_seconds=sum(r["epoch_seconds"] for r in state.history),
+        train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
         provenance=provenance,
         strategy=state.strategy.state_dict(),
     )  # fmt: skip

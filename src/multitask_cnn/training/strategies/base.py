@@ -128,7 +128,7 @@ class LossStrategy(Strategy):
         if step.labelled is None:
             self._last_values = values.detach()
             return values
-        labelled = torch.stack([step.labelled[t] > 0 for t in self.tasks])
+        labelled = torch.stack([step.labelled[t] for t in self.tasks]) > 0
         self._last_values = torch.where(labelled, values.detach(), last)
         return torch.where(labelled, values, last)
 
