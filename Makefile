@@ -7,9 +7,10 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 export KEDRO_DISABLE_TELEMETRY := 1
-export DO_NOT_TRACK := 1
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install data run smoke lint test ui clean
+.PHONY: help install data run smoke lint test ui dag notebook clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +41,13 @@ test: install data lint  ## lint, then the test suite; PYTEST_ARGS="-k name" to 
 
 ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000); ARGS="--env smoke"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)
+
+dag: install  ## the pipeline pictured: kedro-viz's flowchart as docs/pipeline.png (needs Chromium)
+	$(BIN)/kedro viz build
+	$(BIN)/python scripts/pipeline_image.py docs/pipeline.png
+
+notebook: install  ## execute notebooks/finished_run.ipynb on the last run (KEDRO_ENV=smoke make notebook: the smoke run)
+	$(BIN)/python scripts/run_notebook.py notebooks/finished_run.ipynb --output data/08_reporting/finished_run.ipynb
 
 clean:  ## remove generated data (keeps raw data, the MLflow store and the venv)
 	find data -mindepth 2 -not -path 'data/01_raw/*' -not -name .gitkeep -delete

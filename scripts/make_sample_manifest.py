@@ -40,7 +40,9 @@ def write_sample(out: Path, n: int, missing: float, seed: int) -> pd.DataFrame:
     records = []
     for k, i in enumerate(rows):
         pixels = (digits.images[i] * (255 / 16)).round().astype(np.uint8)  # 8x8
-        image = Image.fromarray(pixels, mode="L").resize((32, 32), Image.Resampling.BILINEAR)
+        image = Image.fromarray(pixels, mode="L").resize(
+            (32, 32), Image.Resampling.BILINEAR
+        )
         if k % 4 == 3:  # some colour JPEGs: the manifest reader converts them to grey
             name = f"images/{k:05d}.jpg"
             image.convert("RGB").save(out / name, quality=95)
@@ -68,7 +70,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/01_raw/manifest"))
     parser.add_argument("--n", type=int, default=1797, help="images (at most 1797)")
-    parser.add_argument("--missing", type=float, default=0.3, help="share of empty label cells")
+    parser.add_argument(
+        "--missing", type=float, default=0.3, help="share of empty label cells"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     table = write_sample(args.out, args.n, args.missing, args.seed)

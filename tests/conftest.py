@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"  # before anything imports kedro
-os.environ["DO_NOT_TRACK"] = "1"
+os.environ["DO_NOT_TRACK"] = "true"  # MLflow compares with "true"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # each test picks its own store
 
 import pytest  # noqa: E402

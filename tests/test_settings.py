@@ -56,3 +56,23 @@ def test_importing_the_project_leaves_the_matplotlib_backend_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "svg"
+
+
+def test_the_project_turns_mlflow_usage_telemetry_off():
+    """MLflow 3 sends usage events from a background thread unless told not to, and
+    reads DO_NOT_TRACK=1 as "track" (it wants "true"): the project's settings say no."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from mlflow.telemetry.utils import is_telemetry_disabled; "
+        "before = is_telemetry_disabled(); import multitask_cnn.settings; "
+        "print(before, is_telemetry_disabled())"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_DISABLE_TELEMETRY", "CI", "PYTEST_CURRENT_TEST")}  # fmt: skip
+    env["DO_NOT_TRACK"] = "1"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env=env)  # fmt: skip
+    assert result.stdout.split() == ["False", "True"]

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from multitask_cnn.config import ConfigError, validate_parameters
 from multitask_cnn.provenance import git_state
 from multitask_cnn.training import resolve_device
+from multitask_cnn.training.allocator import keep_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,17 @@ class ValidateParametersHook:
                 catalog[name] = MemoryDataset(value, copy_mode="deepcopy")
         if "parameters" in catalog:
             catalog["parameters"] = MemoryDataset(effective, copy_mode="deepcopy")
+
+
+class HostAllocatorHook:
+    """Keep freed host memory with the process for the whole run (glibc ``mallopt``;
+    ``training/allocator.py``): training, prediction and timing alike stop
+    page-faulting each batch's buffers in again. ``train_model`` sets it too, for
+    library users."""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        keep_freed_memory()
 
 
 def _pipeline_params(pipeline: Pipeline, catalog) -> dict[str, Any]:

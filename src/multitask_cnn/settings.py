@@ -8,11 +8,17 @@ from kedro.config import OmegaConfigLoader
 
 from multitask_cnn.hooks import (
     CheckpointTagsHook,
+    HostAllocatorHook,
     ReproducibilityHook,
     ReusedOutputsHook,
     ValidateParametersHook,
 )
 from multitask_cnn.provenance import project_root
+
+# No usage telemetry leaves this project: MLflow 3 sends usage events from a background
+# thread unless told not to (its DO_NOT_TRACK check wants "true", not "1"); Kedro's is
+# off through .telemetry and KEDRO_DISABLE_TELEMETRY.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def mlflow_tracking_uri(filename: str = "mlflow.db") -> str:
@@ -41,6 +47,7 @@ HOOKS = (
     ReproducibilityHook(),
     ReusedOutputsHook(),
     CheckpointTagsHook(),
+    HostAllocatorHook(),
 )
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

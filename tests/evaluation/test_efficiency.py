@@ -9,6 +9,7 @@ from multitask_cnn.config import parse_tasks
 from multitask_cnn.evaluation import (
     cost_ratios,
     inference_speed,
+    inference_speeds,
     macs_per_image,
     parameter_counts,
 )
@@ -58,3 +59,26 @@ def test_inference_speed_and_ratios():
     ratios = cost_ratios({"parameters": 50, "train_seconds": None, "throughput": 30.0},
                          {"parameters": 100, "train_seconds": 4.0, "throughput": 0})  # fmt: skip
     assert ratios == {"parameters": 0.5, "train_seconds": None, "throughput": None}
+
+
+def test_models_are_timed_in_turn_pass_by_pass():
+    calls: list[str] = []
+
+    class Recorder(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name, self.layer = name, nn.Linear(4, 2)
+
+        def forward(self, x):
+            calls.append(self.name)
+            return self.layer(x.flatten(1))
+
+    speeds = inference_speeds({"a": Recorder("a"), "b": Recorder("b")},
+                              torch.zeros(8, 1, 2, 2), torch.device("cpu"),
+                              batch_size=8, repeats=3)  # fmt: skip
+    assert set(speeds) == {"a", "b"}
+    assert all(
+        s["throughput_batch"] == 8 and s["latency_ms"] > 0 for s in speeds.values()
+    )
+    # per kind (batch 1, then the batch): one warm-up each, then a, b, a, b, a, b
+    assert calls == (["a", "b"] + ["a", "b"] * 3) * 2

@@ -99,11 +99,19 @@ def test_a_failing_figure_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "plots") == ["a.png"]
 
 
-def test_is_write_only(tmp_path):
-    dataset = FiguresDataset(str(tmp_path / "plots"))
-    dataset.save({"a.png": _figure()})
-    with pytest.raises(DatasetError, match="write-only"):
-        dataset.load()
+def test_loads_the_saved_images_back_encoded(tmp_path):
+    folder = FiguresDataset(str(tmp_path / "plots"))
+    folder.save({"b.png": _figure(), "a.svg": _figure()})
+    (tmp_path / "plots" / "notes.txt").write_text("not an image")
+    images = folder.load()
+    assert list(images) == ["a.svg", "b.png"]  # image files only, in name order
+    assert images["b.png"] == (tmp_path / "plots" / "b.png").read_bytes()
+    assert images["b.png"].startswith(b"\x89PNG") and b"<svg" in images["a.svg"]
+    single = FiguresDataset(str(tmp_path / "one.png"))
+    single.save(_figure())
+    assert single.load() == (tmp_path / "one.png").read_bytes()
+    with pytest.raises(DatasetError, match="no such file"):
+        FiguresDataset(str(tmp_path / "missing")).load()
 
 
 def test_format_comes_from_the_suffix_only(tmp_path):

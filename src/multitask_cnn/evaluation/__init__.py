@@ -6,6 +6,7 @@ from .efficiency import (
     cost_ratios,
     inference_peak_memory,
     inference_speed,
+    inference_speeds,
     macs_per_image,
     parameter_counts,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "delta_m",
     "inference_peak_memory",
     "inference_speed",
+    "inference_speeds",
     "macs_per_image",
     "parameter_counts",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "cost_ratios",
     "inference_peak_memory",
     "inference_speed",
+    "inference_speeds",
     "macs_per_image",
     "parameter_counts",
 ]
@@ -62,6 +63,42 @@ def _synchronise(device: torch.device) -> None:
 
 
 @torch.no_grad()
+def inference_speeds(
+    models: Mapping[str, nn.Module],
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int,
+    repeats: int = 20,
+) -> dict[str, dict[str, float]]:
+    """Per model: median latency (ms) of one image and throughput (images/s) at
+    ``batch_size``, over ``repeats`` timed passes each after a warm-up pass, on
+    ``device``, in eval mode (``images``: normalised float ``(N, C, H, W)``, ``N >=
+    batch_size``). The models take turns pass by pass, so that a machine that speeds up
+    or slows down meanwhile does so for all of them alike."""
+    moved = {name: model.eval().to(device) for name, model in models.items()}
+    inputs = {"latency": images[:1].to(device), "batch": images[:batch_size].to(device)}
+    timings = {name: {kind: [] for kind in inputs} for name in moved}
+    for kind, x in inputs.items():
+        for model in moved.values():
+            model(x)  # warm-up (allocations, kernel choice)
+        _synchronise(device)
+        for _ in range(repeats):
+            for name, model in moved.items():
+                tick = time.perf_counter()
+                model(x)
+                _synchronise(device)
+                timings[name][kind].append(time.perf_counter() - tick)
+    return {
+        name: {
+            "latency_ms": statistics.median(t["latency"]) * 1e3,
+            "throughput": len(inputs["batch"]) / statistics.median(t["batch"]),
+            "throughput_batch": len(inputs["batch"]),
+        }
+        for name, t in timings.items()
+    }
+
+
 def inference_speed(
     model: nn.Module,
     images: torch.Tensor,
@@ -70,26 +107,9 @@ def inference_speed(
     batch_size: int,
     repeats: int = 20,
 ) -> dict[str, float]:
-    """Median latency (ms) of one image and throughput (images/s) at ``batch_size``
-    over ``repeats`` timed passes each, after a warm-up pass, on ``device`` (eval
-    mode; ``images``: normalised float ``(N, C, H, W)``, ``N >= batch_size``)."""
-    model.eval().to(device)
-    one = images[:1].to(device)
-    batch = images[:batch_size].to(device)
-    timings: dict[str, list[float]] = {"latency": [], "batch": []}
-    for name, x in (("latency", one), ("batch", batch)):
-        model(x)  # warm-up (allocations, kernel choice)
-        _synchronise(device)
-        for _ in range(repeats):
-            tick = time.perf_counter()
-            model(x)
-            _synchronise(device)
-            timings[name].append(time.perf_counter() - tick)
-    return {
-        "latency_ms": statistics.median(timings["latency"]) * 1e3,
-        "throughput": len(batch) / statistics.median(timings["batch"]),
-        "throughput_batch": len(batch),
-    }
+    """:func:`inference_speeds` of one model."""
+    return inference_speeds({"model": model}, images, device, batch_size=batch_size,
+                            repeats=repeats)["model"]  # fmt: skip
 
 
 @torch.no_grad()

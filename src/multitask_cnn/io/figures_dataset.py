@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import Any
 
 from kedro.io import DatasetError
 from matplotlib.backend_bases import FigureCanvasBase
@@ -21,7 +21,9 @@ def _image_format(name: str) -> str | None:
     return suffix if suffix in _IMAGE_FORMATS else None
 
 
-class FiguresDataset(AtomicFileDataset[Figure | Mapping[str, Figure], NoReturn]):
+class FiguresDataset(
+    AtomicFileDataset[Figure | Mapping[str, Figure], bytes | dict[str, bytes]]
+):
     """Save figures as image files; ``save_args`` go to ``Figure.savefig`` (e.g. dpi).
 
     ``filepath`` chooses the layout:
@@ -32,8 +34,11 @@ class FiguresDataset(AtomicFileDataset[Figure | Mapping[str, Figure], NoReturn])
       old). Files of the folder that are not in the dict are left as they are.
     - an image file (``.png``, ``.svg``, ``.pdf``, ...): save a single Figure.
 
-    The file suffix sets the image format. Write-only: ``load`` raises
-    ``DatasetError``. Figures are not closed (the node that makes them does that).
+    The file suffix sets the image format. ``load`` gives the saved images back
+    encoded, as their files hold them (a notebook shows them with
+    ``IPython.display.Image(data)``): the bytes of the one file, or ``{file name:
+    bytes}`` for every image file of the folder, in name order. Figures are not closed
+    (the node that makes them does that).
     Wrapped in kedro-mlflow's ``MlflowArtifactDataset``, the folder is logged with
     all its files, under ``{artifact_path}/{folder name}/``.
 
@@ -104,6 +109,13 @@ class FiguresDataset(AtomicFileDataset[Figure | Mapping[str, Figure], NoReturn])
                 )
             files.append((path / name, figure))
         return files
+
+    def _read(self, path: Path) -> bytes | dict[str, bytes]:
+        if self._single_file:
+            return path.read_bytes()
+        return {file.name: file.read_bytes() for file in sorted(path.iterdir())
+                if file.is_file() and _image_format(file.name) is not None
+                and not file.name.startswith(".")}  # fmt: skip
 
     def _exists(self) -> bool:
         path = Path(self._filepath)

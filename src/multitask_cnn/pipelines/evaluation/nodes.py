@@ -23,7 +23,7 @@ from multitask_cnn.evaluation import (
     cost_ratios,
     delta_m,
     inference_peak_memory,
-    inference_speed,
+    inference_speeds,
     macs_per_image,
     parameter_counts,
 )
@@ -253,17 +253,22 @@ COSTS = {  # report key: (label, unit, lower is better)
 }
 
 
+def _checkpoint_model(checkpoint: dict[str, Any]) -> MultiTaskModel:
+    """The checkpoint's model, with the heads it was trained with."""
+    return _model_of(
+        checkpoint, {t: TaskSpec(**s) for t, s in checkpoint["config"]["tasks"].items()}
+    )
+
+
 def _model_costs(
     checkpoint: dict[str, Any],
+    model: MultiTaskModel,
+    speed: dict[str, float],
     images: torch.Tensor,
     device: torch.device,
-    batch_size: int,
 ) -> dict[str, Any]:
-    """One trained model's costs (its own heads, as the checkpoint was trained)."""
-    tasks = {t: TaskSpec(**s) for t, s in checkpoint["config"]["tasks"].items()}
-    model = _model_of(checkpoint, tasks)
+    """One trained model's costs; ``speed`` as :func:`inference_speeds` measured it."""
     counts = parameter_counts(model)
-    speed = inference_speed(model, images, device, batch_size=batch_size)
     memory, method = inference_peak_memory([model], images, device)
     return {
         "parameters": counts["total"],
@@ -291,7 +296,7 @@ def report_efficiency(
     """What the multi-task model costs against the single-task models together:
     parameters (shared, per task), MACs per image (``FlopCounterMode``), training wall
     time, latency at batch 1 and throughput at ``evaluation.batch_size`` on the run's
-    device, peak memory of training and of inference at that batch
+    device (the models timed in turn, pass by pass), peak memory of training and of inference at that batch
     (:class:`~multitask_cnn.training.memory.PeakMemory`), each ratio multi-task ÷
     single-task, and Δm. Single-task costs add up (an image goes through every model:
     latencies add, throughput is ``1 / Σ 1/t``); their peak memory is that of the models
@@ -306,9 +311,15 @@ def report_efficiency(
     test = task_splits(model_input_test, normalisation_stats, specs, "test")
     first = next(iter(test.values()))
     images = first.images_at(slice(0, config.batch_size))
-    multitask = _model_costs(multitask_checkpoint, images, device, config.batch_size)
-    single = {task: _model_costs(baseline_checkpoints[task], images, device, config.batch_size)
-              for task in specs}  # fmt: skip
+    checkpoints = {"": multitask_checkpoint} | {
+        task: baseline_checkpoints[task] for task in specs
+    }
+    models = {name: _checkpoint_model(c) for name, c in checkpoints.items()}
+    # all models timed in turn, pass by pass (a noisy machine slows them alike)
+    speeds = inference_speeds(models, images, device, batch_size=config.batch_size)
+    costs = {name: _model_costs(checkpoints[name], models[name], speeds[name], images, device)
+             for name in models}  # fmt: skip
+    multitask, single = costs.pop(""), costs
     together: dict[str, Any] = {
         key: (None if any(s[key] is None for s in single.values())
               else sum(s[key] for s in single.values()))
@@ -320,9 +331,8 @@ def report_efficiency(
     peaks = [s["train_peak_memory_mb"] for s in single.values()]
     together["train_peak_memory_mb"] = None if None in peaks else max(peaks)
     together["inference_peak_memory_mb"], _ = inference_peak_memory(
-        [_model_of(c, {t: TaskSpec(**s) for t, s in c["config"]["tasks"].items()})
-         for c in (baseline_checkpoints[task] for task in specs)], images, device,
-    )  # fmt: skip
+        [models[task] for task in specs], images, device
+    )
     ratios = cost_ratios({k: multitask[k] for k in COSTS}, together)
     report = {
         "device": str(device),
