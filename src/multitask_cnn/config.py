@@ -215,6 +215,9 @@ class TrainingConfig(_Strict):
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     log_every_epoch: bool = True  # live per-epoch metrics to MLflow
+    # continue an interrupted multi-task training from its last finished epoch
+    # (data/06_models/training_progress.pt); false: start over
+    resume: bool = True
     # validation rows on which each epoch records the cosines between the tasks'
     # gradients on the shared parameters (grad_cos.<a>.<b>); 0 = off
     grad_cos_rows: NonNegativeInt = 0
@@ -585,6 +588,19 @@ class _TasksOnly(_Strict):
 def parse_tasks(tasks: dict[str, Any]) -> dict[str, TaskSpec]:
     """Validate the task spec (the ``tasks`` parameter) alone; builds no model."""
     return parse(_TasksOnly, {"tasks": tasks}).tasks
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (kedro-mlflow's ``flatten: true``, sep
+    "."; an empty dict is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
 
 
 def validate_parameters(params: dict[str, Any]) -> ProjectParameters:

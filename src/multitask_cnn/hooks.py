@@ -21,26 +21,14 @@ from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
-from multitask_cnn.config import ConfigError, validate_parameters
+from multitask_cnn.config import ConfigError, flatten, validate_parameters
 from multitask_cnn.provenance import git_state
-from multitask_cnn.training import resolve_device
+from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
 
 logger = logging.getLogger(__name__)
 
 PARAMS_PREFIX = "params:"
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (kedro-mlflow's ``flatten: true``, sep ".")."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
 
 
 def _lookup(tree: dict[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -89,6 +77,28 @@ class ValidateParametersHook:
             catalog["parameters"] = MemoryDataset(effective, copy_mode="deepcopy")
 
 
+class StoppedRunHook:
+    """A run stopped on purpose (SIGTERM, Ctrl-C: ``TrainingStopped``) ends KILLED in
+    MLflow, not FAILED (kedro-mlflow's own ``on_pipeline_error``, which runs before this
+    one, closes every run as FAILED; the run id is kept from the start)."""
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        run = mlflow.active_run()
+        self._run_id = run.info.run_id if run else None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        if self._run_id is not None and isinstance(
+            error, TrainingStopped | KeyboardInterrupt
+        ):
+            MlflowClient().set_terminated(self._run_id, "KILLED")
+            logger.warning("MLflow run %s ended KILLED: %s", self._run_id, error)
+
+
 class HostAllocatorHook:
     """Keep freed host memory with the process for the whole run (glibc ``mallopt``;
     ``training/allocator.py``): training, prediction and timing alike stop
@@ -105,7 +115,7 @@ def _pipeline_params(pipeline: Pipeline, catalog) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name in sorted(pipeline.inputs()):
         if name.startswith(PARAMS_PREFIX):
-            params |= _flatten({name.removeprefix(PARAMS_PREFIX): catalog.load(name)})
+            params |= flatten({name.removeprefix(PARAMS_PREFIX): catalog.load(name)})
     return params
 
 
@@ -283,8 +293,8 @@ def _config_differences(
     then = {k: v for k, v in trained.items() if k in groups}
     if "transfer" in then:
         then["transfer"] = {k: v for k, v in then["transfer"].items() if k != "source"}
-    then = _flatten(then)
-    now = _flatten({k: effective.get(k, {}) for k in groups if k in trained})
+    then = flatten(then)
+    now = flatten({k: effective.get(k, {}) for k in groups if k in trained})
     return sorted(
         key for key in then.keys() | now.keys() if then.get(key) != now.get(key)
     )

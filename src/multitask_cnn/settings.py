@@ -11,6 +11,7 @@ from multitask_cnn.hooks import (
     HostAllocatorHook,
     ReproducibilityHook,
     ReusedOutputsHook,
+    StoppedRunHook,
     ValidateParametersHook,
 )
 from multitask_cnn.provenance import project_root
@@ -48,6 +49,7 @@ HOOKS = (
     ReusedOutputsHook(),
     CheckpointTagsHook(),
     HostAllocatorHook(),
+    StoppedRunHook(),
 )
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

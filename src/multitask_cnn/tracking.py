@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 
 import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 
 
 def log_epoch_metrics(epoch: int, record: Mapping[str, float]) -> None:
@@ -22,6 +24,34 @@ def log_epoch_metrics(epoch: int, record: Mapping[str, float]) -> None:
         if key != "epoch" and isinstance(value, int | float) and math.isfinite(value)
     }
     mlflow.log_metrics(metrics, step=epoch)
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return None if run is None else run.info.run_id
+
+
+def note_resumed_run(
+    previous_run_id: str | None, history: list[Mapping[str, float]]
+) -> None:
+    """This run continues the training of ``previous_run_id``: tag it so
+    (``resumed_from_run_id``), give it the epochs that run finished (its curves start at
+    epoch 1), and mark that run KILLED if a crash left it RUNNING."""
+    if mlflow.active_run() is None:
+        return
+    if previous_run_id:
+        mlflow.set_tag("resumed_from_run_id", previous_run_id)
+        client = MlflowClient()
+        try:
+            previous = client.get_run(previous_run_id)
+        except mlflow.exceptions.MlflowException:  # another store: nothing to mark
+            previous = None
+        if previous is not None and previous.info.status == "RUNNING":
+            client.set_terminated(
+                previous_run_id, RunStatus.to_string(RunStatus.KILLED)
+            )
+    for record in history:
+        log_epoch_metrics(int(record["epoch"]), record)
 
 
 def final_metrics(values: Mapping[str, float]) -> dict[str, dict[str, float]]:

@@ -14,6 +14,7 @@ from multitask_cnn.io import (
     JSONDataset,
     TextDataset,
     TorchDataset,
+    TrainProgressDataset,
 )
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
@@ -61,6 +62,7 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "baseline_metrics": JSONDataset(str(tmp_path / "baseline_metrics.json")),
         "comparison": JSONDataset(str(tmp_path / "comparison.json")),
         "train_state": TorchDataset(str(tmp_path / "train_state.pt")),
+        "training_progress": TrainProgressDataset(str(tmp_path / "progress.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "efficiency_report": JSONDataset(str(tmp_path / "efficiency.json")),
@@ -295,6 +297,7 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "model_input_train": TorchDataset(str(tmp_path / "train.pt")),
         "normalisation_stats": JSONDataset(str(tmp_path / "stats.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
+        "training_progress": TrainProgressDataset(str(tmp_path / "progress.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
         "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),

@@ -11,6 +11,7 @@ from .fashion_mnist_dataset import FashionMNISTDataset
 from .figures_dataset import FiguresDataset
 from .image_manifest_dataset import ImageManifest, ImageManifestDataset
 from .json_dataset import JSONDataset
+from .progress_dataset import TrainProgress, TrainProgressDataset
 from .provenance_dataset import ProvenanceDataset
 from .text_dataset import TextDataset
 from .torch_dataset import TorchDataset
@@ -27,5 +28,7 @@ __all__ = [
     "ProvenanceDataset",
     "TextDataset",
     "TorchDataset",
+    "TrainProgress",
+    "TrainProgressDataset",
     "atomic_path",
 ]

@@ -3,7 +3,16 @@ and its state."""
 
 from .device import resolve_device
 from .driver import Budget, WarmStart, train_model
-from .loop import Freeze, NonFiniteLossError, evaluate, fit, predict, train_one_epoch
+from .loop import (
+    Freeze,
+    GracefulStop,
+    NonFiniteLossError,
+    TrainingStopped,
+    evaluate,
+    fit,
+    predict,
+    train_one_epoch,
+)
 from .optimizers import OPTIMIZERS, build_optimizer
 from .sources import (
     Batch,
@@ -24,6 +33,8 @@ from .strategies import WEIGHTINGS, Strategy, get_weighting
 __all__ = [
     "Budget",
     "Freeze",
+    "GracefulStop",
+    "TrainingStopped",
     "WarmStart",
     "train_model",
     "OPTIMIZERS",

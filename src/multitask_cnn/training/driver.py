@@ -16,7 +16,7 @@ from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import TaskSpec, kinds_of
 
 from .allocator import keep_freed_memory
-from .loop import EpochCallback, Freeze, fit
+from .loop import EpochCallback, Freeze, GracefulStop, fit
 from .memory import PeakMemory
 from .optimizers import build_optimizer
 from .sources import (
@@ -96,12 +96,19 @@ def train_model(
     on_epoch_end: EpochCallback | None = None,
     probe_rows: int = 0,
     warm_start: WarmStart | None = None,
+    resume: Mapping[str, Any] | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    stop: GracefulStop | None = None,
 ) -> TrainState:
     """Build the model (``build``, under the seed's ``model_init`` stream) on ``device``,
     then its strategy and optimizer, and train it; the returned state's model holds the
     best epoch's weights. ``probe_rows`` > 0 records, each epoch, the cosines between
     the tasks' gradients on the first ``probe_rows`` validation rows. ``warm_start``
-    loads transferred weights into the built model (:class:`WarmStart`).
+    loads transferred weights into the built model (:class:`WarmStart`). ``resume`` (a
+    :meth:`TrainState.state_dict` that ``on_checkpoint`` saved after an epoch) continues
+    that training where it stopped: weights, optimizer, strategy, early stopping, RNGs
+    and data order, so that it ends as an uninterrupted one would. ``stop``: see
+    :func:`fit`.
 
     ``train`` and ``val`` are one :class:`Split`, or one per data source (task fusion:
     each training step concatenates one batch of every source, :class:`FusedSource`;
@@ -138,10 +145,19 @@ def train_model(
         network.shared_stages, device, sum(map(len, train.values())),
         sum(map(len, val.values())),
     )  # fmt: skip
+    state, source = (
+        TrainState(network, optimizer, strategy),
+        _train_source(train, budget),
+    )
+    if resume is not None:
+        state.load_state_dict(resume)
+        state.restore_rng(source)
+        logger.info("%sResuming after epoch %d of %d (best so far: epoch %d)",
+                    prefix, state.epoch, budget.epochs, state.best_epoch)  # fmt: skip
     with PeakMemory(device) as peak:
         state = fit(
-            TrainState(network, optimizer, strategy),
-            _train_source(train, budget),
+            state,
+            source,
             in_turn(val, budget.eval_batch_size),
             kinds_of(specs), device,
             epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
@@ -149,6 +165,7 @@ def train_model(
             probe=_probe(val, probe_rows) if probe_rows else None,
             freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
             if moved and warm_start.freeze_epochs else None,
+            on_checkpoint=on_checkpoint, stop=stop,
         )  # fmt: skip
     state.peak_memory_mb, state.peak_memory_method = peak.megabytes, peak.method
     return state

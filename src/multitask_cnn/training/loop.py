@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ from .strategies import Step, Strategy
 
 __all__ = [
     "EpochCallback",
+    "GracefulStop",
     "NonFiniteLossError",
+    "TrainingStopped",
     "evaluate",
     "fit",
     "predict",
@@ -50,6 +54,50 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """A task's loss became NaN or infinite; the message names task, epoch and step."""
+
+
+class TrainingStopped(Exception):
+    """Training was asked to stop (SIGTERM, Ctrl-C) and did, after finishing a step."""
+
+
+class GracefulStop:
+    """While active (``with GracefulStop() as stop:``), SIGTERM and SIGINT do not kill
+    training: they set :attr:`requested`, and the loop stops after the step it is in
+    (:class:`TrainingStopped`). A second signal acts as it would have without this
+    (SIGINT: ``KeyboardInterrupt``; SIGTERM: the process ends). Outside the main
+    thread, where Python cannot take signals, nothing is installed."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None:  # asked twice: the usual action
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous)
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.raise_signal(signum)
+            return
+        self.requested = name
+        logger.warning(
+            "%s received: stopping after the current step (again to stop now)", name
+        )
 
 
 _NON_FINITE_HINT = (
@@ -174,6 +222,7 @@ def train_one_epoch(
     epoch: int | None = None,
     check_every: int | None = None,
     desc: str = "train",
+    stop: GracefulStop | None = None,
 ) -> dict[str, float]:
     """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled
     rows, and ``weight.<task>``, the strategy's task weights averaged over the steps.
@@ -226,6 +275,11 @@ def train_one_epoch(
         if strategy.needs_losses_after_step:
             strategy.after_step(_losses_again(model, kinds, batch))
         weights_seen.append(weights)
+        if stop is not None and stop.requested:
+            where = f"epoch {epoch}, " if epoch is not None else ""
+            raise TrainingStopped(
+                f"training stopped by {stop.requested} after {where}step {step} of {n_steps}"
+            )
     guard.check(n_steps)
     metrics = _summarise(sums, tasks, "train", epoch)
     if weights_seen:  # the strategy's weights, averaged over the steps
@@ -311,6 +365,8 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     probe: Batch | None = None,
     freeze: Freeze | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    stop: GracefulStop | None = None,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
     ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
@@ -320,7 +376,9 @@ def fit(
     MLflow run. With a ``probe`` batch, each epoch also records the cosines between the
     tasks' gradients on the shared parameters (``grad_cos.<a>.<b>``). With ``freeze``,
     its parameters stay frozen in its first epochs (``transfer.frozen_parameters``
-    records how many values were frozen in each epoch).
+    records how many values were frozen in each epoch). ``on_checkpoint`` receives the
+    state after every epoch (to save it: a resume continues from there); with ``stop``,
+    a stop request ends training after the current step (:class:`TrainingStopped`).
     """
     model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
@@ -329,7 +387,8 @@ def fit(
         tick = time.perf_counter()
         frozen = freeze.apply(epoch) if freeze is not None else None
         train_metrics = train_one_epoch(model, train, kinds, strategy, state.optimizer, device,
-                                        epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}")  # fmt: skip
+                                        epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}",
+                                        stop=stop)  # fmt: skip
         weights = {
             k: train_metrics.pop(k)
             for k in list(train_metrics)
@@ -357,6 +416,8 @@ def fit(
         )  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+        if on_checkpoint is not None:  # everything a resume needs, after each epoch
+            on_checkpoint(state)
         if state.stopped_early:
             logger.info(
                 "%searly stopping: no better val.loss for %d epochs", prefix, patience

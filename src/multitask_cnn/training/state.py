@@ -8,10 +8,12 @@ with ``torch.save`` and loaded with ``weights_only=True`` through the catalog's 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -130,9 +132,17 @@ class TrainState:
         self.rng = dict(state["rng"])
 
     def restore_rng(self, train: BatchSource) -> None:
-        """Put the torch RNGs and ``train``'s data order back where :attr:`rng` says."""
+        """Put the RNGs and ``train``'s data order back where :attr:`rng` says."""
         if "torch" in self.rng:
             torch.set_rng_state(self.rng["torch"])
+        if "python" in self.rng:
+            version, state, gauss = self.rng["python"]
+            random.setstate((version, tuple(state), gauss))
+        if "numpy" in self.rng:
+            kind, keys, position, has_gauss, gauss = self.rng["numpy"]
+            np.random.set_state(
+                (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+            )
         if self.rng.get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.rng["cuda"])
         if "data_order" in self.rng:
@@ -140,10 +150,24 @@ class TrainState:
 
 
 def capture_rng(train: BatchSource) -> dict[str, Any]:
-    """Torch CPU (and CUDA) RNG states and ``train``'s data order, now."""
+    """Python's, NumPy's and torch's CPU (and CUDA) RNG states and ``train``'s data
+    order, now (plain types and tensors: loadable with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "data_order": train.state_dict(),
+        "python": [
+            random.getstate()[0],
+            list(random.getstate()[1]),
+            random.getstate()[2],
+        ],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            position,
+            has_gauss,
+            gauss,
+        ],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()

@@ -20,6 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "provenance",
                     "initial_state",
                     "params:transfer",
+                    "training_progress",
                 ],
                 outputs=["multitask_checkpoint", "training_history", "train_state"],
                 name="train_multitask_model",
