@@ -215,6 +215,9 @@ class TrainingConfig(_Strict):
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     log_every_epoch: bool = True  # live per-epoch metrics to MLflow
+    # deterministic algorithms for the whole run (torch, cuDNN, cuBLAS): an operation
+    # without one fails instead of running (README "Reproducing a run")
+    deterministic: bool = False
     # continue an interrupted multi-task training from its last finished epoch
     # (data/06_models/training_progress.pt); false: start over
     resume: bool = True

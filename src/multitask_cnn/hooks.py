@@ -9,6 +9,7 @@ pluggy calls the latest first), so its run is active in ``before_pipeline_run``.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,7 @@ from multitask_cnn.config import ConfigError, flatten, validate_parameters
 from multitask_cnn.provenance import git_state
 from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
+from multitask_cnn.training.determinism import set_deterministic
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,42 @@ class StoppedRunHook:
         ):
             MlflowClient().set_terminated(self._run_id, "KILLED")
             logger.warning("MLflow run %s ended KILLED: %s", self._run_id, error)
+
+
+class DeterminismHook:
+    """``training.deterministic`` for the whole run (every training, the evaluation),
+    recorded on the MLflow run as the tag ``torch.deterministic``; set back afterwards."""
+
+    @hook_impl
+    def before_pipeline_run(self, catalog) -> None:
+        enabled = bool(catalog.load("parameters")["training"]["deterministic"])
+        set_deterministic(enabled)
+        if mlflow.active_run() is not None:
+            mlflow.set_tag(
+                "torch.deterministic",
+                str(torch.are_deterministic_algorithms_enabled()).lower(),
+            )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        set_deterministic(False)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        set_deterministic(False)
+
+
+class ScheduleHook:
+    """A scheduled run (``scripts/scheduled_run.sh``) names its MLflow run after the
+    schedule and the time (``$MULTITASK_CNN_RUN_NAME``) and tags it ``schedule``."""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        name = os.environ.get("MULTITASK_CNN_RUN_NAME")
+        if mlflow.active_run() is None or not name:
+            return
+        mlflow.set_tag("mlflow.runName", name)
+        mlflow.set_tag("schedule", os.environ.get("MULTITASK_CNN_SCHEDULE", ""))
 
 
 class HostAllocatorHook:

@@ -8,9 +8,11 @@ from kedro.config import OmegaConfigLoader
 
 from multitask_cnn.hooks import (
     CheckpointTagsHook,
+    DeterminismHook,
     HostAllocatorHook,
     ReproducibilityHook,
     ReusedOutputsHook,
+    ScheduleHook,
     StoppedRunHook,
     ValidateParametersHook,
 )
@@ -48,7 +50,9 @@ HOOKS = (
     ReproducibilityHook(),
     ReusedOutputsHook(),
     CheckpointTagsHook(),
+    DeterminismHook(),
     HostAllocatorHook(),
+    ScheduleHook(),
     StoppedRunHook(),
 )
 

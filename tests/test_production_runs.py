@@ -102,3 +102,36 @@ def test_sigterm_stops_after_a_step_and_the_run_ends_killed(project_copy):
     training = [r for r in runs if r.info.run_id == saved["mlflow_run_id"]]
     assert training and training[0].info.status == "KILLED"
     assert os.path.getsize(project_copy / PROGRESS) > 0
+
+
+def test_deterministic_runs_give_the_same_weights_bit_for_bit(project_copy):
+    _prepared(project_copy)
+    command = [*COMMAND[:-1], "training.deterministic=true,training.epochs=2"]
+    saved = []
+    for attempt in range(2):
+        done = subprocess.run(command, cwd=project_copy, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        saved.append({
+            "checkpoint": torch.load(project_copy / CHECKPOINT, weights_only=True),
+            "state": torch.load(project_copy / "data/smoke/06_models/train_state.pt",
+                                weights_only=True),
+        })  # fmt: skip
+    first, second = saved
+    for name, tensor in first["checkpoint"]["model"].items():
+        assert torch.equal(tensor, second["checkpoint"]["model"][name]), name
+    for name, tensor in first["state"]["model"].items():  # the last epoch's weights
+        assert torch.equal(tensor, second["state"]["model"][name]), name
+    moments = [(a["exp_avg"], b["exp_avg"]) for a, b in zip(
+        first["state"]["optimizer"]["state"].values(),
+        second["state"]["optimizer"]["state"].values(), strict=True)]  # fmt: skip
+    assert moments and all(torch.equal(a, b) for a, b in moments)
+    metrics = [{k: v for k, v in r.items() if k != "epoch_seconds"}
+               for s in saved for r in s["state"]["history"]]  # fmt: skip
+    assert metrics[:2] == metrics[2:]  # every epoch's losses and accuracies
+    _, runs = _runs(project_copy)
+    assert [r.data.tags.get("torch.deterministic") for r in runs[-2:]] == [
+        "true",
+        "true",
+    ]
+    assert all(r.data.params["training.deterministic"] == "True" for r in runs[-2:])
