@@ -47,7 +47,7 @@ dag: install  ## the pipeline pictured: kedro-viz's flowchart as docs/pipeline.p
 	$(BIN)/python scripts/pipeline_image.py docs/pipeline.png
 
 notebook: install  ## execute notebooks/finished_run.ipynb on the last run (KEDRO_ENV=smoke make notebook: the smoke run)
-	$(BIN)/python scripts/run_notebook.py notebooks/finished_run.ipynb --output data/08_reporting/finished_run.ipynb
+	$(BIN)/python scripts/run_notebook.py notebooks/finished_run.ipynb --output data/08_reporting/finished_run$(if $(KEDRO_ENV),_$(KEDRO_ENV)).ipynb
 
 clean:  ## remove generated data (keeps raw data, the MLflow store and the venv)
 	find data -mindepth 2 -not -path 'data/01_raw/*' -not -name .gitkeep -delete

@@ -12,8 +12,8 @@
 # the project's .venv), MLFLOW_TRACKING_URI (default: the project's mlflow.db).
 set -euo pipefail
 
-if [[ $# -lt 1 || ! "$1" =~ ^[A-Za-z0-9_.-]+$ ]]; then
-  echo "usage: $0 SCHEDULE [kedro run options...]  (SCHEDULE: letters, digits, . _ -)" >&2
+if [[ $# -lt 1 || ! "$1" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
+  echo "usage: $0 SCHEDULE [kedro run options...]  (SCHEDULE: letters, digits, _ . -; not starting with . or -)" >&2
   exit 64
 fi
 schedule=$1
@@ -26,6 +26,10 @@ if [[ ! -x "$venv/bin/kedro" ]]; then
   exit 64
 fi
 cd "$project"
+if ! command -v flock > /dev/null; then
+  echo "flock not found (util-linux): it keeps two runs of a schedule apart" >&2
+  exit 64
+fi
 
 export KEDRO_DISABLE_TELEMETRY=1 DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 export PATH="$venv/bin:$PATH"
@@ -41,8 +45,17 @@ if ! flock --nonblock 9; then
 fi
 
 echo "$(date -u +%FT%TZ) $schedule: kedro run $*" > "$log"
+# kedro runs in the background so that a TERM or INT sent to this script (systemd,
+# timeout, kill) reaches it: training then stops after its step and saves its progress
+kedro run "$@" >> "$log" 2>&1 &  # it inherits the lock (fd 9): no overlap even if this script dies
+pid=$!
+trap 'kill -TERM "$pid" 2> /dev/null' TERM INT
 status=0
-kedro run "$@" >> "$log" 2>&1 || status=$?
+wait "$pid" || status=$?
+if kill -0 "$pid" 2> /dev/null; then  # wait returned for the signal: wait for kedro
+  wait "$pid" || status=$?
+fi
+trap - TERM INT
 echo "$(date -u +%FT%TZ) $schedule: exit status $status" >> "$log"
 if [[ $status -ne 0 ]]; then
   echo "$schedule failed (exit $status); the end of $project/$log:" >&2

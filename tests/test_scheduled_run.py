@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT
 from mlflow.tracking import MlflowClient
+from test_production_runs import PROGRESS, _prepared
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +66,30 @@ def test_a_failing_scheduled_run_exits_non_zero_and_shows_why(project_copy):
     assert "hourly failed (exit" in failed.stderr and "training.epochs" in failed.stderr
     bad = _scheduled(project_copy, "no spaces")
     assert bad.returncode == 64 and "usage:" in bad.stderr
+
+
+def test_stopping_the_script_stops_the_run_gracefully(project_copy):
+    _prepared(project_copy)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {
+        "MULTITASK_CNN_PROJECT": str(project_copy),
+        "VENV": str(Path(sys.executable).parent.parent),
+    }
+    script = subprocess.Popen(
+        ["bash", str(SCRIPT), "nightly", "--env", "smoke", "--pipelines", "multitask_training",
+         "--params", "training.epochs=6,training.batch_size=8"],
+        cwd="/", env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (project_copy / PROGRESS).is_file() and script.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    script.send_signal(signal.SIGTERM)  # as `kill`, `timeout` or systemd would
+    _, stderr = script.communicate(timeout=120)
+    assert script.returncode != 0
+    assert "nightly failed (exit" in stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("multitask-cnn-smoke")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.schedule = 'nightly'")
+    assert run.info.status == "KILLED"  # kedro got the signal and stopped after a step
+    assert (project_copy / PROGRESS).is_file()  # its progress kept for the next night

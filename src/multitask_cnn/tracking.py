@@ -36,7 +36,8 @@ def note_resumed_run(
 ) -> None:
     """This run continues the training of ``previous_run_id``: tag it so
     (``resumed_from_run_id``), give it the epochs that run finished (its curves start at
-    epoch 1), and mark that run KILLED if a crash left it RUNNING."""
+    epoch 1), and mark that run KILLED (its training did not finish) unless it
+    already ended KILLED or FAILED."""
     if mlflow.active_run() is None:
         return
     if previous_run_id:
@@ -46,7 +47,8 @@ def note_resumed_run(
             previous = client.get_run(previous_run_id)
         except mlflow.exceptions.MlflowException:  # another store: nothing to mark
             previous = None
-        if previous is not None and previous.info.status == "RUNNING":
+        # its training did not finish, whatever the run says (a second Ctrl-C, a crash)
+        if previous is not None and previous.info.status not in ("KILLED", "FAILED"):
             client.set_terminated(
                 previous_run_id, RunStatus.to_string(RunStatus.KILLED)
             )

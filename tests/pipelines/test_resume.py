@@ -34,14 +34,14 @@ def test_stopped_by_sigterm_then_resumed_ends_as_an_uninterrupted_run(
 
     def sigterm_after_epoch_2(epoch, record):
         if epoch == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives during epoch 3's first step
+            os.kill(os.getpid(), signal.SIGTERM)  # at epoch 2's end, before its save
 
     progress = TrainProgress(tmp_path / "progress.pt")
     monkeypatch.setattr(nodes, "log_epoch_metrics", sigterm_after_epoch_2)
-    with pytest.raises(TrainingStopped, match=r"SIGTERM after epoch 3, step 1 of"):
+    with pytest.raises(TrainingStopped, match=r"SIGTERM after epoch 2$"):
         _train(model_inputs, normalisation_stats, tasks_params, progress)
     saved = progress.read()
-    assert saved["state"]["epoch"] == 2  # the last finished epoch; epoch 3 is redone
+    assert saved["state"]["epoch"] == 2  # saved, then stopped
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler given back
 
     monkeypatch.undo()
@@ -54,6 +54,25 @@ def test_stopped_by_sigterm_then_resumed_ends_as_an_uninterrupted_run(
         assert torch.equal(tensor, resumed["model"][name]), name
     columns = [c for c in history.columns if c != "epoch_seconds"]
     assert resumed_history[columns].equals(history[columns])  # all three epochs
+
+
+def test_a_stop_asked_after_the_last_step_still_stops_the_run(
+    model_inputs, normalisation_stats, tasks_params, tmp_path, monkeypatch
+):
+    def sigterm_at_the_last_epoch_end(epoch, record):
+        if epoch == TRAINING["epochs"]:  # after the last step: during logging
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    progress = TrainProgress(tmp_path / "progress.pt")
+    monkeypatch.setattr(nodes, "log_epoch_metrics", sigterm_at_the_last_epoch_end)
+    with pytest.raises(TrainingStopped, match="after epoch 3"):
+        _train(model_inputs, normalisation_stats, tasks_params, progress)
+    assert progress.read()["state"]["epoch"] == 3  # saved before stopping: nothing lost
+    monkeypatch.undo()
+    checkpoint, history, _ = _train(
+        model_inputs, normalisation_stats, tasks_params, progress
+    )
+    assert list(history["epoch"]) == [1, 2, 3] and not progress.path.exists()
 
 
 def test_progress_from_other_settings_is_refused_naming_them(

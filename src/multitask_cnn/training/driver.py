@@ -167,7 +167,10 @@ def train_model(
             if moved and warm_start.freeze_epochs else None,
             on_checkpoint=on_checkpoint, stop=stop,
         )  # fmt: skip
-    state.peak_memory_mb, state.peak_memory_method = peak.megabytes, peak.method
+    # a resumed training measured only its last epochs: not its peak
+    state.peak_memory_mb, state.peak_memory_method = (
+        (None, None) if resume is not None else (peak.megabytes, peak.method)
+    )
     return state
 
 

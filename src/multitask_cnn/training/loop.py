@@ -63,9 +63,10 @@ class TrainingStopped(Exception):
 class GracefulStop:
     """While active (``with GracefulStop() as stop:``), SIGTERM and SIGINT do not kill
     training: they set :attr:`requested`, and the loop stops after the step it is in
-    (:class:`TrainingStopped`). A second signal acts as it would have without this
-    (SIGINT: ``KeyboardInterrupt``; SIGTERM: the process ends). Outside the main
-    thread, where Python cannot take signals, nothing is installed."""
+    (:class:`TrainingStopped`). A second signal stops at once, mid-step
+    (:class:`TrainingStopped` too, so the run still ends as stopped). Signals that were
+    ignored (``nohup``) stay ignored. Outside the main thread, where Python cannot take
+    signals, nothing is installed."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -76,24 +77,22 @@ class GracefulStop:
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
+                if (
+                    signal.getsignal(signum) is signal.SIG_IGN
+                ):  # ignored (nohup): leave it
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in self._previous.items():  # None: set outside Python
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self.requested is not None:  # asked twice: the usual action
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            signal.signal(signum, previous)
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                signal.raise_signal(signum)
-            return
+        if self.requested is not None:  # asked twice: stop now, as a stop still
+            raise TrainingStopped(f"training stopped at once by a second {name}")
         self.requested = name
         logger.warning(
             "%s received: stopping after the current step (again to stop now)", name
@@ -418,6 +417,10 @@ def fit(
             on_epoch_end(epoch, record)
         if on_checkpoint is not None:  # everything a resume needs, after each epoch
             on_checkpoint(state)
+        if stop is not None and stop.requested:  # asked during validation or saving
+            raise TrainingStopped(
+                f"training stopped by {stop.requested} after epoch {epoch}"
+            )
         if state.stopped_early:
             logger.info(
                 "%searly stopping: no better val.loss for %d epochs", prefix, patience

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -29,6 +31,7 @@ from multitask_cnn.tracking import (
 )
 from multitask_cnn.training import (
     GracefulStop,
+    NonFiniteLossError,
     TrainState,
     labelled_counts,
     resolve_device,
@@ -87,7 +90,7 @@ def train_multitask_model(
         training_progress.write({"identity": identity, "state": state.state_dict(),
                                  "mlflow_run_id": active_run_id()})  # fmt: skip
 
-    with GracefulStop() as stop:
+    with GracefulStop() as stop, _dropped_on(NonFiniteLossError, training_progress):
         state = train_model(
             lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
                                 shared_stages=model_config.shared_stages),
@@ -136,6 +139,20 @@ def _progress_identity(specs, model_config, config, transfer_config, start, inpu
         "initial_state": None if start is None else fingerprint(dict(start.state)),
         "inputs": inputs,
     }
+
+
+@contextmanager
+def _dropped_on(
+    error: type[Exception], progress: TrainProgress | None
+) -> Iterator[None]:
+    """Remove the saved progress when ``error`` ends training: resuming would run into
+    it again (a loss that went NaN)."""
+    try:
+        yield
+    except error:
+        if progress is not None:
+            progress.clear()
+        raise
 
 
 def _previous_progress(
