@@ -94,9 +94,9 @@ class StoppedRunHook:
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        if self._run_id is not None and isinstance(
-            error, TrainingStopped | KeyboardInterrupt
-        ):
+        # a second Ctrl-C raises TrainingStopped too (GracefulStop); Kedro passes
+        # only Exceptions here, never KeyboardInterrupt
+        if self._run_id is not None and isinstance(error, TrainingStopped):
             MlflowClient().set_terminated(self._run_id, "KILLED")
             logger.warning("MLflow run %s ended KILLED: %s", self._run_id, error)
 

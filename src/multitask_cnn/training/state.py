@@ -153,14 +153,11 @@ def capture_rng(train: BatchSource) -> dict[str, Any]:
     """Python's, NumPy's and torch's CPU (and CUDA) RNG states and ``train``'s data
     order, now (plain types and tensors: loadable with ``weights_only=True``)."""
     kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "data_order": train.state_dict(),
-        "python": [
-            random.getstate()[0],
-            list(random.getstate()[1]),
-            random.getstate()[2],
-        ],
+        "python": [version, list(state), python_gauss],
         "numpy": [
             kind,
             torch.from_numpy(keys.astype(np.int64)),
