@@ -359,6 +359,10 @@ class ProjectParameters(_Strict):
     pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     allow_download: bool = False  # read by the `fashion_mnist` catalog entry
+    # read by conf/base/mlflow.yml (tracking.run): log into this MLflow run (an Airflow
+    # DAG run's tasks share one), under this name
+    mlflow_run_id: str | None = None
+    mlflow_run_name: str | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod

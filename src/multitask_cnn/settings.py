@@ -60,8 +60,9 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # conf/<env>/mlflow.yml and parameters override single keys, not whole groups.
-    "merge_strategy": {"mlflow": "soft", "parameters": "soft"},
+    # conf/<env>/mlflow.yml, airflow.yml and parameters override single keys, not
+    # whole groups.
+    "merge_strategy": {"mlflow": "soft", "parameters": "soft", "airflow": "soft"},
     "custom_resolvers": {
         "mlflow_tracking_uri": mlflow_tracking_uri,
         "mlflow_artifact_location": mlflow_artifact_location,

@@ -23,6 +23,7 @@ from multitask_cnn.training import (
     get_weighting,
     train_one_epoch,
 )
+from multitask_cnn.training.state import FORMAT_VERSION
 
 CPU = torch.device("cpu")
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
@@ -326,7 +327,9 @@ def test_the_train_state_saves_the_last_weights_while_the_model_holds_the_best(
 def test_train_state_refuses_another_format():
     state = _state()
     saved = state.state_dict() | {"format_version": 0}
-    with pytest.raises(ValueError, match="train state format 0 is not 2"):
+    with pytest.raises(
+        ValueError, match=f"train state format 0 is not {FORMAT_VERSION}"
+    ):
         _state().load_state_dict(saved)
 
 

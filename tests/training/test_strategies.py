@@ -1,5 +1,7 @@
 """Each strategy's defining property on a tiny problem, and the common contract."""
 
+import copy
+import io
 import math
 
 import pytest
@@ -11,6 +13,7 @@ from multitask_cnn.models import build_model
 from multitask_cnn.registry import UnknownNameError
 from multitask_cnn.training import WEIGHTINGS, get_weighting
 from multitask_cnn.training.strategies import Step
+from multitask_cnn.training.strategies.base import LossStrategy
 
 TASKS = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
                      "right": {"kind": "multiclass", "num_classes": 10, "loss_weight": 3}})  # fmt: skip
@@ -247,3 +250,73 @@ def test_unknown_names_and_options_say_what_is_valid():
         get_weighting("magic", TASKS)
     with pytest.raises(TypeError, match="training.weighting_args for 'dwa'.*'tau'"):
         get_weighting("dwa", TASKS, tau=2)
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS.names())
+def test_a_restored_strategy_goes_on_exactly_as_the_saved_one(name):
+    """Resuming from a train state: the strategy's state (TorchJD's Nash-MTL, GradVac
+    and ExcessMTL state, the last labelled losses) survives torch.save and a
+    weights_only load, and the next steps give the same weights and gradients."""
+    torch.manual_seed(0)
+    model = build_model(TASKS, "lenet")
+    x, y = torch.randn(8, 1, 36, 36), torch.randint(0, 10, (8,))
+    # ExcessMTL past its warm-up; Nash-MTL reusing its weights every other step
+    options = {"excess_mtl": {"n_warmup_steps": 2},
+               "nash_mtl": {"update_weights_every": 2}}.get(name, {})  # fmt: skip
+
+    def step(model, strategy, labelled):
+        model.zero_grad()
+        features = model.shared_features(x)
+        outputs = model.task_outputs(features)
+        losses = {t: nn.functional.cross_entropy(outputs[t], y) for t in TASKS}
+        weights = strategy.backward(Step(
+            losses, features, list(model.shared.parameters()),
+            model.last_shared_layer(), labelled=labelled,
+        ))  # fmt: skip
+        strategy.after_optimizer_step()
+        strategy.after_step({t: v.detach() for t, v in losses.items()})
+        with torch.no_grad():  # a plain SGD step, the same for both
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= 0.05 * p.grad
+        return weights, [p.grad.clone() for p in model.shared.parameters()]
+
+    only_left = {"left": torch.tensor(8), "right": torch.tensor(0)}
+    strategy = get_weighting(name, TASKS, **options)
+    for labelled in (None, only_left, None):  # Nash-MTL resumes on a reuse step
+        step(model, strategy, labelled)
+    strategy.on_epoch_end(1)
+    buffer = io.BytesIO()
+    torch.save(strategy.state_dict(), buffer)
+    buffer.seek(0)
+    restored = get_weighting(name, TASKS, **options)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    if isinstance(strategy, LossStrategy):  # the last labelled losses, for fusion
+        torch.testing.assert_close(restored._last_values, strategy._last_values)
+    twin = copy.deepcopy(model)
+    for seed, labelled in enumerate((only_left, None, None)):
+        torch.manual_seed(seed)  # RLW, GradDrop draw: the same draws for both
+        weights, grads = step(model, strategy, labelled)
+        torch.manual_seed(seed)
+        again, again_grads = step(twin, restored, labelled)
+        torch.testing.assert_close(again, weights, equal_nan=True)
+        for g, h in zip(grads, again_grads, strict=True):
+            torch.testing.assert_close(h, g)
+
+
+def test_a_fresh_strategy_differs_where_state_matters():
+    """The check above can fail: Nash-MTL without its state gives other weights."""
+    torch.manual_seed(0)
+    shared, features, losses = _two_task_net()
+    kept = get_weighting("nash_mtl", TASKS)
+    for scale in (1.0, 3.0, 0.2):
+        shared, features, losses = _two_task_net()
+        kept.backward(
+            _step([losses[0] * scale, losses[1]], features, shared.parameters())
+        )
+    fresh = get_weighting("nash_mtl", TASKS)
+    shared, features, losses = _two_task_net()
+    w_kept = kept.backward(_step(losses, features, shared.parameters()))
+    shared, features, losses = _two_task_net()
+    w_fresh = fresh.backward(_step(losses, features, shared.parameters()))
+    assert not torch.allclose(w_kept, w_fresh)

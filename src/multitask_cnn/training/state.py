@@ -22,7 +22,8 @@ from .strategies import Strategy
 
 __all__ = ["TrainState"]
 
-FORMAT_VERSION = 2  # 1: the strategy's state was under 'weighting'
+FORMAT_VERSION = 3  # 1: the strategy's state was under 'weighting'; 2: without the
+# loss strategies' last labelled losses and TorchJD's Nash-MTL / GradVac / ExcessMTL state
 
 
 def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torchjd import aggregation
 from torchjd.autojac import jac_to_grad, mtl_backward
@@ -74,9 +76,91 @@ class AggregatorStrategy(Strategy):
         return weights.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        # Nash-MTL, GradVac and ExcessMTL keep state between steps inside TorchJD
-        # (no public way to save it): after a resume they start it afresh.
-        return {}
+        kept = _KEPT.get(type(self.aggregator))
+        if kept is None:
+            return {}
+        holder = getattr(self.aggregator, kept.holder)
+        return {
+            "aggregator": {name: _encode(getattr(holder, name)) for name in kept.names}
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        kept = _KEPT.get(type(self.aggregator))
+        if kept is None:
+            super().load_state_dict(state)  # stateless: refuses any state
+            return
+        saved = state["aggregator"]
+        if set(saved) != set(kept.names):
+            raise ValueError(
+                f"{type(self.aggregator).__name__} state has {sorted(saved)}, "
+                f"expected {sorted(kept.names)}"
+            )
+        holder = getattr(self.aggregator, kept.holder)
+        for name, value in saved.items():
+            setattr(holder, name, _decode(value))
+        kept.restored(holder, self.device)
+
+
+# TorchJD's stateful aggregators (Nash-MTL, GradVac, ExcessMTL) keep their state between
+# steps in attributes of their weighting and have no state_dict (torchjd 0.18). These
+# are those attributes, read from TorchJD's source; `restored` puts them on their
+# device and rebuilds what derives from them. tests/training/test_strategies.py checks that a restored aggregator goes
+# on exactly as the one it was saved from.
+@dataclass(frozen=True)
+class _Kept:
+    holder: str
+    names: tuple[str, ...]
+    restored: Callable[[Any, torch.device], None]
+
+
+def _nash_restored(weighting: Any, device: torch.device) -> None:
+    if weighting.step > 0:  # the problem is built at step 0 only, from these values
+        weighting._init_optim_problem()
+
+
+def _gradvac_restored(weighting: Any, device: torch.device) -> None:
+    phi = weighting._phi_t  # kept on the CPU by TorchJD
+    weighting._state_key = None if phi is None else (phi.shape[0], phi.dtype)
+
+
+def _excess_restored(weighting: Any, device: torch.device) -> None:
+    for name in ("_weights", "_sq_grad_sum", "_initial_w", "_warmup_w_sum"):
+        value = getattr(weighting, name)
+        if value is not None:  # on the device of the Jacobian, as TorchJD keeps them
+            setattr(weighting, name, value.to(device))
+    sums = weighting._sq_grad_sum
+    weighting._state_key = (
+        None if sums is None else (*sums.shape, sums.dtype, sums.device)
+    )
+
+
+_KEPT: dict[type, _Kept] = {
+    aggregation.NashMTL: _Kept(
+        "weighting", ("step", "prvs_alpha", "normalization_factor", "init_gtg"),
+        _nash_restored,
+    ),
+    aggregation.GradVac: _Kept("gramian_weighting", ("_phi_t",), _gradvac_restored),
+    aggregation.ExcessMTL: _Kept(
+        "weighting",
+        ("_weights", "_sq_grad_sum", "_initial_w", "_warmup_w_sum", "_n_steps"),
+        _excess_restored,
+    ),
+}  # fmt: skip
+
+
+def _encode(value: Any) -> Any:
+    """A value ``torch.load(weights_only=True)`` reads back: NumPy arrays as tensors."""
+    if isinstance(value, np.ndarray):
+        return {"numpy": torch.from_numpy(value.copy())}
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"numpy"}:
+        return value["numpy"].numpy().copy()
+    return value
 
 
 # name -> factory(n_tasks, **options); the defaults are the papers' (or TorchJD's)

@@ -132,6 +132,14 @@ class LossStrategy(Strategy):
         self._last_values = torch.where(labelled, values.detach(), last)
         return torch.where(labelled, values, last)
 
+    def state_dict(self) -> dict[str, Any]:
+        last = getattr(self, "_last_values", None)
+        return {"last_values": None if last is None else last.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        last = state.get("last_values")
+        self._last_values = None if last is None else last.to(self.device)
+
     def backward(self, step: Step) -> torch.Tensor:
         values = self._fill_unlabelled(self._stack(step.losses), step)
         objective = self.objective(values)

@@ -31,10 +31,12 @@ class DynamicWeightAverage(ScalarizerStrategy):
     def state_dict(self) -> dict[str, Any]:
         dwa = self.scalarizer
         loss_sum = None if dwa._loss_sum is None else dwa._loss_sum.cpu()
-        return {"previous_averages": [a.cpu() for a in dwa._previous_averages],
-                "loss_sum": loss_sum, "n_batches": dwa._n_batches}  # fmt: skip
+        return super().state_dict() | {
+            "previous_averages": [a.cpu() for a in dwa._previous_averages],
+            "loss_sum": loss_sum, "n_batches": dwa._n_batches}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
         dwa = self.scalarizer
         dwa._previous_averages = [a.to(self.device) for a in state["previous_averages"]]
         loss_sum = state["loss_sum"]

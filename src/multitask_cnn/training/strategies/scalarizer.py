@@ -31,7 +31,8 @@ class ScalarizerStrategy(LossStrategy):
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scalarizer": self.scalarizer.state_dict()}
+        return super().state_dict() | {"scalarizer": self.scalarizer.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
         self.scalarizer.load_state_dict(state["scalarizer"])
