@@ -218,8 +218,9 @@ class TrainingConfig(_Strict):
     # deterministic algorithms for the whole run (torch, cuDNN, cuBLAS): an operation
     # without one fails instead of running (README "Reproducing a run")
     deterministic: bool = False
-    # continue an interrupted multi-task training from its last finished epoch
-    # (data/06_models/training_progress.pt); false: start over
+    # continue an interrupted training (pretraining, baselines, multi-task) from its
+    # last finished epoch
+    # (data/06_models/*_progress.pt); false: start over
     resume: bool = True
     # validation rows on which each epoch records the cosines between the tasks'
     # gradients on the shared parameters (grad_cos.<a>.<b>); 0 = off

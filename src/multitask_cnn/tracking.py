@@ -37,9 +37,12 @@ def note_resumed_run(
     """This run continues the training of ``previous_run_id``: tag it so
     (``resumed_from_run_id``), give it the epochs that run finished (its curves start at
     epoch 1), and mark that run KILLED (its training did not finish) unless it
-    already ended KILLED or FAILED."""
+    already ended KILLED or FAILED. Nothing to do when it is this run (the tasks of an
+    Airflow DAG run share one)."""
     if mlflow.active_run() is None:
         return
+    if previous_run_id == active_run_id():  # the same run goes on (an Airflow retry):
+        return  # it has those epochs already
     if previous_run_id:
         mlflow.set_tag("resumed_from_run_id", previous_run_id)
         client = MlflowClient()

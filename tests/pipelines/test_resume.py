@@ -1,6 +1,7 @@
-"""Resume after interruption: the training node saves its progress after every epoch;
-stopped by SIGTERM after a step, then run again, it ends exactly as an uninterrupted
-run; progress made under other settings is refused, naming what differs."""
+"""Resume after interruption: the training nodes (multi-task, baselines, pretraining)
+save their progress after every epoch; stopped by SIGTERM after a step, then run again,
+they end exactly as an uninterrupted run; progress made under other settings is
+refused, naming what differs."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ import signal
 
 import pytest
 import torch
+from conftest import SMALL_DATA_PREP
 
 from multitask_cnn.io import TrainProgress
+from multitask_cnn.pipelines.baselines import nodes as baselines_nodes
+from multitask_cnn.pipelines.baselines.nodes import train_baselines
 from multitask_cnn.pipelines.multitask_training import nodes
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
+from multitask_cnn.pipelines.pretraining import nodes as pretraining_nodes
+from multitask_cnn.pipelines.pretraining.nodes import (
+    build_pretraining_data,
+    pretrain_backbone,
+)
 from multitask_cnn.training import TrainingStopped
 
 # dropout and shuffling on, so that a resume must restore RNGs and data order
@@ -105,3 +114,82 @@ def test_progress_from_other_settings_is_refused_naming_them(
         _train(model_inputs, normalisation_stats, tasks_params, progress,
                TRAINING | {"resume": False})  # fmt: skip
     assert progress.read()["identity"]["training"]["lr"] == 0.001
+
+
+def _baselines(model_inputs, stats, tasks, progress, training=TRAINING):
+    return train_baselines(model_inputs[0], model_inputs[1], stats, tasks, MODEL, training,
+                           None, {}, None, {"enabled": False}, progress)  # fmt: skip
+
+
+def _task_of(record) -> str:
+    return next(k for k in record if k.startswith("stl.")).split(".")[1]  # stl.<task>.*
+
+
+def test_baselines_resume_keeping_the_finished_one_and_continuing_the_next(
+    model_inputs, normalisation_stats, tasks_params, tmp_path, monkeypatch
+):
+    """Stopped during the second baseline: the rerun keeps the first (not trained
+    again), continues the second after its saved epoch, and both end bit for bit as
+    in an uninterrupted run."""
+    reference, history = _baselines(model_inputs, normalisation_stats, tasks_params,
+                                    TrainProgress(tmp_path / "reference.pt"))  # fmt: skip
+    assert not (tmp_path / "reference.pt").exists()
+    trained = []
+
+    def stop_in_the_second_baseline(epoch, record):
+        trained.append(_task_of(record))
+        if trained.count("right") == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    progress = TrainProgress(tmp_path / "progress.pt")
+    monkeypatch.setattr(
+        baselines_nodes, "log_epoch_metrics", stop_in_the_second_baseline
+    )
+    with pytest.raises(TrainingStopped, match="after epoch 2"):
+        _baselines(model_inputs, normalisation_stats, tasks_params, progress)
+    saved = progress.read()
+    assert list(saved["done"]) == ["left"] and saved["part"] == "right"
+    assert saved["state"]["epoch"] == 2
+
+    trained.clear()
+    monkeypatch.setattr(baselines_nodes, "log_epoch_metrics",
+                        lambda epoch, record: trained.append(_task_of(record)))  # fmt: skip
+    resumed, resumed_history = _baselines(
+        model_inputs, normalisation_stats, tasks_params, progress
+    )
+    assert trained == ["right"]  # only the epoch that was left of the second one
+    assert not progress.path.exists()
+    for task in tasks_params:
+        assert resumed[task]["baseline_key"] == reference[task]["baseline_key"]
+        for name, tensor in reference[task]["model"].items():  # bit for bit
+            assert torch.equal(tensor, resumed[task]["model"][name]), (task, name)
+    columns = [c for c in history.columns if not c.endswith("epoch_seconds")]
+    assert resumed_history[columns].equals(history[columns])  # every epoch of both
+
+
+def test_pretraining_resumes_from_its_last_epoch(
+    fashion_mnist_small, model_inputs, tmp_path, monkeypatch
+):
+    train, val, task = build_pretraining_data(
+        fashion_mnist_small, model_inputs[0], model_inputs[1], None,
+        {"multifashion": {"mean": 0.1, "std": 0.3}}, SMALL_DATA_PREP, {"n_train": 300},
+    )  # fmt: skip
+    args = (train, val, task, MODEL, TRAINING, {}, None, {})
+    reference, history = pretrain_backbone(*args, TrainProgress(tmp_path / "ref.pt"))
+
+    def stop_after_epoch_1(epoch, record):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    progress = TrainProgress(tmp_path / "progress.pt")
+    monkeypatch.setattr(pretraining_nodes, "log_epoch_metrics", stop_after_epoch_1)
+    with pytest.raises(TrainingStopped, match="after epoch 1"):
+        pretrain_backbone(*args, progress)
+    assert progress.read()["state"]["epoch"] == 1
+    trained = []
+    monkeypatch.setattr(pretraining_nodes, "log_epoch_metrics",
+                        lambda epoch, record: trained.append(epoch))  # fmt: skip
+    resumed, resumed_history = pretrain_backbone(*args, progress)
+    assert trained == [2, 3]  # epoch 1 was not trained again
+    assert not progress.path.exists() and list(resumed_history["epoch"]) == [1, 2, 3]
+    for name, tensor in reference["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][name]), name

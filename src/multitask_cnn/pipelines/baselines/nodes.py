@@ -16,8 +16,10 @@ from multitask_cnn.config import (
     parse_tasks,
 )
 from multitask_cnn.initial_state import transfer_record, warm_start
+from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
+from multitask_cnn.pipelines.resume import Resumption, resumable
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import (
@@ -39,17 +41,18 @@ _NOT_IN_KEY = {
 }  # no effect on a baseline
 
 
-def _baseline_key(
+def _baseline_inputs(
     task_spec: dict, model: dict, budget: dict, data: dict[str, str],
     transferred: dict[str, Any] | None,
-) -> str:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """What a baseline depends on: its images and labels, task, backbone, budget, seed,
-    and its transferred start (None: from scratch)."""
-    return fingerprint({
+    and its transferred start (None: from scratch). Its fingerprint is the baseline's
+    key."""
+    return {
         "version": BASELINE_VERSION, "model": model, "data": data, "transfer": transferred,
         "task": {k: v for k, v in task_spec.items() if k not in _NOT_IN_KEY},
         "budget": {k: v for k, v in budget.items() if k not in _NOT_IN_KEY},
-    })  # fmt: skip
+    }  # fmt: skip
 
 
 def train_baselines(
@@ -63,6 +66,7 @@ def train_baselines(
     provenance: dict[str, Any],
     initial_state: dict[str, Any] | None,
     transfer: dict[str, Any],
+    baseline_progress: TrainProgress | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """One single-task model per task: the multi-task model's backbone (all of it the
     task's own), budget and seed, trained with the plain task loss.
@@ -73,6 +77,10 @@ def train_baselines(
     budget, seed, transferred start) are unchanged is reused, not retrained. Returns
     ``{task: checkpoint}`` (each with ``baseline_key`` and ``reused``) and the
     per-epoch history of the baselines trained now (metrics ``stl.<task>.*``).
+
+    Resumable (``pipelines/resume.py``): a rerun after a kill or a stop keeps the
+    baselines the interrupted run finished and continues the one under way from its
+    last epoch (``baseline_progress``).
     """
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
@@ -91,56 +99,81 @@ def train_baselines(
               for split, m in inputs.items()}  # fmt: skip  # once per source (a cache: a disk read)
     previous = previous_baselines or {}
     device = resolve_device(config.device)
-    baselines, histories = {}, []
+    inputs_of = {}  # task -> what its baseline depends on
     for task, spec in specs.items():
-        task_spec = effective_tasks({task: spec})
         source, label = spec.source, spec.label_name(task)
         # the data of this baseline: its source's images, its labels and their scaling
-        stats = used_stats(normalisation_stats, {task: spec})
         task_data = {split: fingerprint({"images": images[split][source],
                                          "labels": m[source]["labels"][label],
-                                         "normalisation": stats})
+                                         "normalisation": used_stats(normalisation_stats, {task: spec})})
                      for split, m in inputs.items()}  # fmt: skip
         start = starts[task]
         transferred = None if start is None else {
             "state": fingerprint(dict(start.state)), "freeze_epochs": start.freeze_epochs,
             "lr_scale": start.lr_scale}  # fmt: skip
-        key = _baseline_key(
-            task_spec[task],
-            effective_model,
-            budget.single_source(source),
-            task_data,
-            transferred,
-        )
-        if previous.get(task, {}).get("baseline_key") == key:
-            logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
-                        task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
-            baselines[task] = previous[task] | {"reused": True}
-            continue
-        train, val = (
-            {source: splits[split][source].only([task])} for split in ("train", "val")
-        )
-        state = train_model(
-            lambda task=task, spec=spec: build_model(
-                {task: spec}, model_config.backbone, backbone_args=model_config.backbone_args),
-            {task: spec}, train, val, device, budget, prefix=f"stl.{task}.",
-            on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
-            warm_start=start,
-        )  # fmt: skip
-        checkpoint = build_checkpoint(
-            state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
-            config={"tasks": task_spec, "model": effective_model,
-                    "training": config.model_dump(mode="json") | {"weighting": "equal"},
-                    "transfer": transfer_record(transfer_config, initial_state, start)},
-            normalisation=stats, input_fingerprint=task_data,
-            provenance=provenance, labelled=labelled_counts({task: spec}, {"train": train, "val": val}),
-            train_seconds=sum(r[f"stl.{task}.epoch_seconds"] for r in state.history),
-            train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
-        )  # fmt: skip
-        baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
-        histories.append(pd.DataFrame(state.history))
+        inputs_of[task] = _baseline_inputs(effective_tasks({task: spec})[task], effective_model,
+                                           budget.single_source(source), task_data, transferred)  # fmt: skip
+    # epochs and logging do not change what a baseline computes (as for the multi-task)
+    identity = {task: {k: v for k, v in i.items() if k != "budget"}
+                | {"budget": {k: v for k, v in i["budget"].items() if k != "epochs"}}
+                for task, i in inputs_of.items()}  # fmt: skip
+    baselines, histories = {}, []
+    with resumable(baseline_progress, identity, enabled=config.resume) as resumed:
+        for task, spec in specs.items():
+            key = fingerprint(inputs_of[task])
+            if previous.get(task, {}).get("baseline_key") == key:
+                logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
+                            task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
+                baselines[task] = previous[task] | {"reused": True}
+                continue
+            done = resumed.done.get(task)
+            if done is not None and done["checkpoint"]["baseline_key"] == key:
+                logger.info("Baseline %r: trained by the interrupted run, kept", task)
+                baselines[task] = done["checkpoint"]
+                histories.append(pd.DataFrame(done["history"]))
+                continue
+            checkpoint, history = _train_baseline(
+                task, spec, splits, device, budget, config, model_config, effective_model,
+                transfer_config, initial_state, starts[task], provenance,
+                normalisation_stats, inputs_of[task]["data"], resumed,
+            )  # fmt: skip
+            baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
+            histories.append(pd.DataFrame(history))
+            resumed.finished(task, {"checkpoint": baselines[task], "history": history})
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return baselines, history
+
+
+def _train_baseline(
+    task, spec, splits, device, budget, config, model_config, effective_model,
+    transfer_config, initial_state, start, provenance, normalisation_stats, task_data,
+    resumed: Resumption,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:  # fmt: skip
+    """Train the baseline of ``task`` (continuing what an interrupted run saved of it);
+    return its checkpoint and per-epoch history."""
+    train, val = (
+        {spec.source: splits[split][spec.source].only([task])}
+        for split in ("train", "val")
+    )
+    state = train_model(
+        lambda: build_model({task: spec}, model_config.backbone,
+                            backbone_args=model_config.backbone_args),
+        {task: spec}, train, val, device, budget, prefix=f"stl.{task}.",
+        on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
+        warm_start=start, resume=resumed.state_for(task), stop=resumed.stop,
+        on_checkpoint=resumed.saver(task),
+    )  # fmt: skip
+    checkpoint = build_checkpoint(
+        state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
+        config={"tasks": effective_tasks({task: spec}), "model": effective_model,
+                "training": config.model_dump(mode="json") | {"weighting": "equal"},
+                "transfer": transfer_record(transfer_config, initial_state, start)},
+        normalisation=used_stats(normalisation_stats, {task: spec}), input_fingerprint=task_data,
+        provenance=provenance, labelled=labelled_counts({task: spec}, {"train": train, "val": val}),
+        train_seconds=sum(r[f"stl.{task}.epoch_seconds"] for r in state.history),
+        train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
+    )  # fmt: skip
+    return checkpoint, state.history
 
 
 def summarise_baselines(

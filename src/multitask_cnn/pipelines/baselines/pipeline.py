@@ -21,6 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "provenance",
                     "initial_state",
                     "params:transfer",
+                    "baseline_progress",
                 ],
                 outputs=["baseline_checkpoints", "baseline_history"],
                 name="train_baselines",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -14,7 +12,6 @@ from multitask_cnn.config import (
     TrainingConfig,
     TransferConfig,
     effective_tasks,
-    flatten,
     parse,
     parse_tasks,
 )
@@ -22,17 +19,13 @@ from multitask_cnn.initial_state import transfer_record, warm_start
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
+from multitask_cnn.pipelines.resume import resumable
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tracking import (
-    active_run_id,
     final_metrics,
     log_epoch_metrics,
-    note_resumed_run,
 )
 from multitask_cnn.training import (
-    GracefulStop,
-    NonFiniteLossError,
-    TrainState,
     labelled_counts,
     resolve_device,
     task_splits,
@@ -83,14 +76,7 @@ def train_multitask_model(
                          "val": fingerprint({s: model_input_val[s] for s in val})}  # fmt: skip
     identity = _progress_identity(specs, model_config, config, transfer_config, start,
                                   input_fingerprint)  # fmt: skip
-    resume = (_previous_progress(training_progress, identity)
-              if config.resume and training_progress is not None else None)  # fmt: skip
-
-    def save_progress(state: TrainState) -> None:  # with a progress file to keep
-        training_progress.write({"identity": identity, "state": state.state_dict(),
-                                 "mlflow_run_id": active_run_id()})  # fmt: skip
-
-    with GracefulStop() as stop, _dropped_on(NonFiniteLossError, training_progress):
+    with resumable(training_progress, identity, enabled=config.resume) as resumed:
         state = train_model(
             lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
                                 shared_stages=model_config.shared_stages),
@@ -98,11 +84,9 @@ def train_multitask_model(
             weighting=config.weighting, weighting_args=config.weighting_args,
             on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
             probe_rows=config.grad_cos_rows, warm_start=start,
-            resume=resume["state"] if resume else None, stop=stop,
-            on_checkpoint=save_progress if training_progress is not None else None,
+            resume=resumed.state_for(_PART), stop=resumed.stop,
+            on_checkpoint=resumed.saver(_PART),
         )  # fmt: skip
-    if training_progress is not None:
-        training_progress.clear()  # finished: the next run starts afresh
     checkpoint = build_checkpoint(
         state.model, best_epoch=state.best_epoch, best_loss=state.best_loss,
         config={"tasks": effective_tasks(specs), "model": model_config.effective(),
@@ -121,6 +105,7 @@ def train_multitask_model(
 
 # training settings that do not change what training computes
 _NOT_IDENTITY = ("epochs", "resume", "log_every_epoch", "device")
+_PART = "multitask"  # the one model this node trains (its part in the progress file)
 
 
 def _progress_identity(specs, model_config, config, transfer_config, start, inputs):
@@ -139,46 +124,6 @@ def _progress_identity(specs, model_config, config, transfer_config, start, inpu
         "initial_state": None if start is None else fingerprint(dict(start.state)),
         "inputs": inputs,
     }
-
-
-@contextmanager
-def _dropped_on(
-    error: type[Exception], progress: TrainProgress | None
-) -> Iterator[None]:
-    """Remove the saved progress when ``error`` ends training: resuming would run into
-    it again (a loss that went NaN)."""
-    try:
-        yield
-    except error:
-        if progress is not None:
-            progress.clear()
-        raise
-
-
-def _previous_progress(
-    progress: TrainProgress, identity: dict[str, Any]
-) -> dict[str, Any] | None:
-    """The progress an interrupted run left, if any; refused (naming what differs) when
-    it was made with other parameters or data."""
-    previous = progress.read()
-    if previous is None:
-        return None
-    saved, now = flatten(previous["identity"]), flatten(identity)
-    differs = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    if differs:
-        shown = "; ".join(
-            f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differs[:6]
-        )
-        raise ValueError(
-            f"{progress.path} holds the progress of an interrupted training with other "
-            f"settings or data ({shown}{'; ...' if len(differs) > 6 else ''}). Run with "
-            "the settings it had to finish it, or with --params training.resume=false "
-            "to start over (or delete the file)"
-        )
-    logger.info("Resuming the interrupted training after epoch %d (MLflow run %s)",
-                previous["state"]["epoch"], previous.get("mlflow_run_id"))  # fmt: skip
-    note_resumed_run(previous.get("mlflow_run_id"), previous["state"]["history"])
-    return previous
 
 
 def summarise_training(

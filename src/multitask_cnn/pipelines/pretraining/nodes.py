@@ -20,8 +20,10 @@ from multitask_cnn.data.fashion_mnist import CLASSES, FashionMNIST
 from multitask_cnn.data.multifashion import scatter_items, split_pool, train_val_pools
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import image_stats, to_model_input
+from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import backbone_state_dict
+from multitask_cnn.pipelines.resume import resumable
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec, check_labels
@@ -155,12 +157,16 @@ def _from_file(
     )
 
 
-def _pretraining_key(data: dict[str, str], task: dict[str, Any], model: dict[str, Any],
-                     budget: dict[str, Any]) -> str:  # fmt: skip
-    """What a pretraining depends on: its data, task, backbone, budget and seed."""
-    return fingerprint({"version": PRETRAINED_VERSION, "data": data, "task": task,
-                        "backbone": {k: model[k] for k in ("backbone", "backbone_args")},
-                        "budget": budget})  # fmt: skip
+_PART = "pretraining"  # its part in the progress file
+
+
+def _pretraining_inputs(data: dict[str, str], task: dict[str, Any], model: dict[str, Any],
+                        budget: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """What a pretraining depends on: its data, task, backbone, budget and seed (its
+    fingerprint is the pretraining's key)."""
+    return {"version": PRETRAINED_VERSION, "data": data, "task": task,
+            "backbone": {k: model[k] for k in ("backbone", "backbone_args")},
+            "budget": budget}  # fmt: skip
 
 
 def pretrain_backbone(
@@ -172,13 +178,16 @@ def pretrain_backbone(
     pretraining: dict[str, Any],
     previous_pretrained: dict[str, Any] | None,
     provenance: dict[str, Any],
+    pretraining_progress: TrainProgress | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train the whole backbone, with one head, on the source task (metrics
     ``pretrain.*``); save the backbone's tensors under backbone names.
 
     The multi-task ``training`` budget applies, with ``pretraining.training``'s
     changes. A pretraining whose inputs (data, task, backbone, budget, seed) are those
-    of ``previous_pretrained`` is reused, not repeated.
+    of ``previous_pretrained`` is reused, not repeated. Resumable
+    (``pipelines/resume.py``): a rerun after a kill or a stop continues from the last
+    epoch saved in ``pretraining_progress``.
     """
     config = parse(PretrainingConfig, pretraining, "pretraining")
     model_config = parse(ModelConfig, model, "model")
@@ -197,12 +206,13 @@ def pretrain_backbone(
     channels = int(pretraining_train["images"].shape[1])
     effective_model["backbone_args"] |= {"in_channels": channels}
     backbone_args = dict(model_config.backbone_args) | {"in_channels": channels}
-    key = _pretraining_key(
+    inputs = _pretraining_inputs(
         data,
         specs[label].model_dump(mode="json"),
         effective_model,
         budget.single_source(),
     )
+    key = fingerprint(inputs)
     if (
         previous_pretrained is not None
         and previous_pretrained.get("pretraining_key") == key
@@ -216,11 +226,20 @@ def pretrain_backbone(
         for d in (pretraining_train, pretraining_val)
     )
     check_labels(specs, train.labels, "pretraining train")
-    state = train_model(
-        lambda: build_model(specs, model_config.backbone, backbone_args=backbone_args),
-        specs, train, val, resolve_device(budget_config.device), budget, prefix="pretrain.",
-        on_epoch_end=log_epoch_metrics if budget_config.log_every_epoch else None,
-    )  # fmt: skip
+    # a larger epoch budget continues the same training (as for the multi-task model)
+    identity = inputs | {
+        "budget": {k: v for k, v in inputs["budget"].items() if k != "epochs"}
+    }
+    with resumable(
+        pretraining_progress, identity, enabled=budget_config.resume
+    ) as resumed:
+        state = train_model(
+            lambda: build_model(specs, model_config.backbone, backbone_args=backbone_args),
+            specs, train, val, resolve_device(budget_config.device), budget, prefix="pretrain.",
+            on_epoch_end=log_epoch_metrics if budget_config.log_every_epoch else None,
+            resume=resumed.state_for(_PART), stop=resumed.stop,
+            on_checkpoint=resumed.saver(_PART),
+        )  # fmt: skip
     best = next(r for r in state.history if r["epoch"] == state.best_epoch)
     pretrained = {
         "format": PRETRAINED_FORMAT,

@@ -33,6 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:pretraining",
                     "previous_pretrained",
                     "provenance",
+                    "pretraining_progress",
                 ],
                 outputs=["pretrained_backbone", "pretraining_history"],
                 name="pretrain_backbone",
