@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.errors import UserError
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
@@ -86,7 +87,7 @@ def _check_device(value: str) -> str:
 Device = Annotated[str, AfterValidator(_check_device)]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Invalid parameters; the message says which key, where, and how to fix it."""
 
 

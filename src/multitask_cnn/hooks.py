@@ -23,6 +23,7 @@ from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
 from multitask_cnn.config import ConfigError, flatten, validate_parameters
+from multitask_cnn.errors import install_excepthook
 from multitask_cnn.provenance import git_state
 from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
@@ -40,6 +41,17 @@ def _lookup(tree: dict[str, Any], dotted: str) -> tuple[bool, Any]:
             return False, None
         node = node[part]
     return True, node
+
+
+class UserErrorsHook:
+    """A mistake in the input (a :class:`~multitask_cnn.errors.UserError`: a bad
+    parameter, a missing dataset, a checkpoint for other tasks ...) ends the run with
+    one message instead of a traceback; ``MULTITASK_CNN_DEBUG=1`` shows the traceback.
+    Installed first thing, after Kedro's logging set Rich's traceback hook up."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self) -> None:
+        install_excepthook()
 
 
 class ValidateParametersHook:

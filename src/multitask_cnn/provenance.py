@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from kedro.utils import find_kedro_project
 
+from multitask_cnn.errors import UserError
+
 __all__ = [
     "ProjectNotFoundError",
     "fingerprint",
@@ -28,7 +30,7 @@ __all__ = [
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ProjectNotFoundError(RuntimeError):
+class ProjectNotFoundError(UserError, RuntimeError):
     """Neither the current directory nor the package lies inside the Kedro project."""
 
 

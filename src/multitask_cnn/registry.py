@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from multitask_cnn.errors import UserError
+
 __all__ = ["Registry", "UnknownNameError"]
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A name no entry is registered under; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes

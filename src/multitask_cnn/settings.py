@@ -14,6 +14,7 @@ from multitask_cnn.hooks import (
     ReusedOutputsHook,
     ScheduleHook,
     StoppedRunHook,
+    UserErrorsHook,
     ValidateParametersHook,
 )
 from multitask_cnn.provenance import project_root
@@ -46,6 +47,7 @@ def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:
 
 
 HOOKS = (
+    UserErrorsHook(),
     ValidateParametersHook(),
     ReproducibilityHook(),
     ReusedOutputsHook(),

@@ -34,6 +34,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from multitask_cnn.errors import UserError
 from multitask_cnn.registry import Registry
 
 __all__ = [
@@ -60,7 +61,7 @@ Sums = tuple[
 TASK_KINDS: Registry[TaskKind] = Registry("task kind")
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """Labels that do not fit the task spec; the message names task, split and row."""
 
 

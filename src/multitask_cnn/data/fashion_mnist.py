@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from multitask_cnn.errors import UserError
+
 __all__ = [
     "FashionMNIST",
     "FashionMNISTNotFoundError",
@@ -37,7 +39,7 @@ CLASSES = (
 )  # fmt: skip
 
 
-class FashionMNISTNotFoundError(FileNotFoundError):
+class FashionMNISTNotFoundError(UserError, FileNotFoundError):
     """No folder holds all four Fashion-MNIST files."""
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from PIL.Image import DecompressionBombError
 
+from multitask_cnn.errors import UserError
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec
 
@@ -47,7 +48,7 @@ __all__ = [
 SPLITS = ("train", "val", "test")  # every split source's names
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that cannot train the tasks; the message names the row and column."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from multitask_cnn.errors import UserError
 from multitask_cnn.tasks import TaskSpec
 
 __all__ = [
@@ -29,7 +30,7 @@ CHECKPOINT_FORMAT = 3  # 2: one data source; 1: before the checkpoint described 
 _COMPARED = ("kind", "num_classes", "source", "label")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """The checkpoint does not fit the current task spec or data; the message says how."""
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from multitask_cnn.errors import UserError
+
 from .backbones import Backbone
 from .multitask import MultiTaskModel
 
@@ -49,7 +51,7 @@ BACKBONE_PREFIX = "backbone."
 _PER_TASK = re.compile(r"^task_stages\.[^.]+\.")
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """The transfer cannot be done as asked; the message names the tensor, pattern or
     file and what was expected."""
 

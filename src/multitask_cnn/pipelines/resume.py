@@ -18,15 +18,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from multitask_cnn.config import flatten
+from multitask_cnn.errors import UserError
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.tracking import active_run_id, note_resumed_run
 from multitask_cnn.training import GracefulStop, NonFiniteLossError, TrainState
 
+__all__ = ["ProgressMismatchError", "Resumption", "resumable"]
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Resumption", "resumable"]
-
 _FORMAT = 2  # 1: one training per file, no parts
+
+
+class ProgressMismatchError(UserError, ValueError):
+    """Saved progress that this run cannot continue (other settings, data or version)."""
 
 
 class Resumption:
@@ -105,7 +110,7 @@ def _previous(
     if previous is None:
         return None
     if previous.get("format") != _FORMAT:
-        raise ValueError(
+        raise ProgressMismatchError(
             f"{progress.path} holds training progress written by another version of "
             "this project; run with --params training.resume=false to start over (or "
             "delete the file)"
@@ -116,7 +121,7 @@ def _previous(
         shown = "; ".join(
             f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differs[:6]
         )
-        raise ValueError(
+        raise ProgressMismatchError(
             f"{progress.path} holds the progress of an interrupted training with other "
             f"settings or data ({shown}{'; ...' if len(differs) > 6 else ''}). Run with "
             "the settings it had to finish it, or with --params training.resume=false "

@@ -1,0 +1,78 @@
+"""A mistake in the input ends `kedro run` with one message, not a traceback; a bug
+keeps its traceback; MULTITASK_CNN_DEBUG=1 shows it for both."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.io import DatasetError
+
+from multitask_cnn.config import ConfigError
+from multitask_cnn.data.fashion_mnist import FashionMNISTNotFoundError
+from multitask_cnn.errors import DEBUG_ENV, UserError, install_excepthook, user_error_in
+from multitask_cnn.models.checkpoint import CheckpointMismatchError
+from multitask_cnn.pipelines.resume import ProgressMismatchError
+from multitask_cnn.registry import UnknownNameError
+
+
+def test_the_project_s_input_errors_are_user_errors_and_keep_their_types():
+    for kind, base in ((ConfigError, ValueError), (CheckpointMismatchError, ValueError),
+                       (ProgressMismatchError, ValueError), (UnknownNameError, KeyError),
+                       (FashionMNISTNotFoundError, FileNotFoundError)):  # fmt: skip
+        assert issubclass(kind, UserError) and issubclass(kind, base)
+
+
+def test_a_user_error_is_found_behind_kedro_s_wrapping():
+    try:
+        try:
+            raise FashionMNISTNotFoundError("no Fashion-MNIST in data/01_raw")
+        except FileNotFoundError as error:
+            raise DatasetError("Failed while loading data from dataset") from error
+    except DatasetError as wrapped:
+        found = user_error_in(wrapped)
+    assert isinstance(found, FashionMNISTNotFoundError)
+    assert user_error_in(RuntimeError("a bug")) is None
+
+
+def test_the_hook_prints_one_message_and_leaves_bugs_to_the_previous_hook(
+    monkeypatch, capsys
+):
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    install_excepthook()
+    install_excepthook()  # once is enough
+    error = ConfigError("parameter 'training.lr': must be > 0")
+    sys.excepthook(ConfigError, error, None)
+    assert capsys.readouterr().err.startswith(
+        "Error: parameter 'training.lr': must be > 0\n"
+    )
+    assert seen == []
+    bug = ZeroDivisionError("division by zero")
+    sys.excepthook(ZeroDivisionError, bug, None)
+    assert seen == [bug]  # a bug: the traceback, as before
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    sys.excepthook(ConfigError, error, None)
+    assert seen == [bug, error] and capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_kedro_run_with_a_bad_parameter_says_one_thing(project_copy):
+    kedro = [str(Path(sys.executable).parent / "kedro"), "run", "--env", "smoke",
+             "--params", "training.epochs=abc"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
+    done = subprocess.run(kedro, cwd=project_copy, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    # (after MLflow's note that it created the store)
+    assert "Error: Invalid parameters:\n  - parameter 'training.epochs'" in done.stderr
+    assert f"{DEBUG_ENV}=1 shows the traceback" in done.stderr
+    debug = subprocess.run(kedro, cwd=project_copy, env=env | {DEBUG_ENV: "1"},
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert not (project_copy / "data" / "smoke").exists()  # stopped before any work
