@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from multitask_cnn.config import ConfigError, flatten, validate_parameters
 from multitask_cnn.errors import install_excepthook
+from multitask_cnn.io.run_lock import RunLock
 from multitask_cnn.provenance import git_state
 from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
@@ -52,6 +53,104 @@ class UserErrorsHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self) -> None:
         install_excepthook()
+
+
+class TrackingStoreHook:
+    """A SQLite MLflow store is set up (tables, experiment) by kedro-mlflow while the
+    context is created; runs started at once would all run MLflow's table migrations
+    on a new file, or create the same experiment, and all but one fail. This wraps
+    that step in a lock next to the store (``<store>.lock``), so they take turns for
+    that second. A server keeps its own store: nothing to do."""
+
+    @hook_impl(wrapper=True)
+    def after_context_created(self, context):
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (
+            context.config_loader["mlflow"].get("server", {}).get("mlflow_tracking_uri")
+        )
+        if not uri or not str(uri).startswith("sqlite:///"):
+            return (yield)
+        store = Path(str(uri).removeprefix("sqlite:///"))
+        lock = RunLock(store.with_name(store.name + ".lock"),
+                       doing=f"is setting the MLflow store {store} up")  # fmt: skip
+        lock.acquire()
+        try:
+            return (yield)
+        finally:
+            lock.release()
+
+
+# datasets whose checkpoints this run wrote if it ran their node -> {name: checkpoint}
+_OWN_CHECKPOINTS = {
+    "multitask_checkpoint": lambda data: {"multi-task": data},
+    "baseline_checkpoints": lambda data: {
+        task: c
+        for task, c in data.items()
+        if isinstance(c, dict) and not c.get("reused")
+    },
+}
+
+
+class RunLockHook:
+    """Runs of one Kedro env share its data folder: a run holds the folder's lock
+    (``io/run_lock.py``) from before its first node (and before its MLflow run starts)
+    to its end, and a second run started meanwhile waits, instead of training into and
+    evaluating the first one's files. Runs of different envs do not wait for each other."""
+
+    def __init__(self) -> None:
+        self._lock: RunLock | None = None
+        self._trained: set[str] = set()  # the models this run trained
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        data_root = context.config_loader["globals"].get("data_root", "data")
+        self._lock = RunLock(Path(context.project_path) / data_root / ".run.lock")
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self) -> None:
+        self._trained = set()
+        if self._lock is not None:
+            self._lock.acquire()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self._trained |= set(node.outputs) & set(_OWN_CHECKPOINTS)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        """The checkpoints this run trained must be the ones it evaluates: a file
+        written by another run meanwhile (outside the lock) is refused."""
+        run = mlflow.active_run()
+        if (
+            dataset_name not in self._trained
+            or run is None
+            or not isinstance(data, dict)
+        ):
+            return
+        checkpoints = _OWN_CHECKPOINTS[dataset_name](data)
+        # a resumed run keeps what the interrupted one finished (a baseline)
+        resumed_from = (
+            MlflowClient().get_run(run.info.run_id).data.tags.get("resumed_from_run_id")
+        )
+        for name, checkpoint in checkpoints.items():
+            written_by = checkpoint.get("provenance", {}).get("mlflow.run_id")
+            if written_by not in (run.info.run_id, resumed_from):
+                raise RuntimeError(
+                    f"{dataset_name} ({name}) was written by MLflow run {written_by}, "
+                    f"not by this run ({run.info.run_id}) that trained it: another run "
+                    "wrote the same file meanwhile; run again"
+                )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 class ValidateParametersHook:

@@ -12,8 +12,10 @@ from multitask_cnn.hooks import (
     HostAllocatorHook,
     ReproducibilityHook,
     ReusedOutputsHook,
+    RunLockHook,
     ScheduleHook,
     StoppedRunHook,
+    TrackingStoreHook,
     UserErrorsHook,
     ValidateParametersHook,
 )
@@ -48,6 +50,8 @@ def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:
 
 HOOKS = (
     UserErrorsHook(),
+    TrackingStoreHook(),
+    RunLockHook(),
     ValidateParametersHook(),
     ReproducibilityHook(),
     ReusedOutputsHook(),
@@ -65,6 +69,9 @@ CONFIG_LOADER_ARGS = {
     # conf/<env>/mlflow.yml, airflow.yml and parameters override single keys, not
     # whole groups.
     "merge_strategy": {"mlflow": "soft", "parameters": "soft", "airflow": "soft"},
+    # kedro-mlflow's own pattern, declared here because TrackingStoreHook reads the
+    # file before kedro-mlflow would add it
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
     "custom_resolvers": {
         "mlflow_tracking_uri": mlflow_tracking_uri,
         "mlflow_artifact_location": mlflow_artifact_location,
