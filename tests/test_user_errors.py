@@ -3,9 +3,12 @@ keeps its traceback; MULTITASK_CNN_DEBUG=1 shows it for both."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from multitask_cnn.errors import DEBUG_ENV, UserError, install_excepthook, user_
 from multitask_cnn.models.checkpoint import CheckpointMismatchError
 from multitask_cnn.pipelines.resume import ProgressMismatchError
 from multitask_cnn.registry import UnknownNameError
+from multitask_cnn.tracking import TrackingServerError, check_tracking_server
 
 
 def test_the_project_s_input_errors_are_user_errors_and_keep_their_types():
@@ -76,3 +80,44 @@ def test_kedro_run_with_a_bad_parameter_says_one_thing(project_copy):
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert not (project_copy / "data" / "smoke").exists()  # stopped before any work
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_tracking_server_that_does_not_answer_is_named_at_once():
+    uri = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(TrackingServerError, match=f"{uri} does not answer"):
+        check_tracking_server(uri, timeout=5)
+
+    class Refusing(
+        http.server.BaseHTTPRequestHandler
+    ):  # a proxy asking for credentials
+        def do_GET(self):
+            self.send_error(401)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Refusing) as server:
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        check_tracking_server(f"http://127.0.0.1:{server.server_port}")  # it is there
+        thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_kedro_run_against_an_absent_tracking_server_stops_at_once(project_copy):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
+    done = subprocess.run(  # MLflow alone would retry for minutes: the timeout fails it
+        [str(Path(sys.executable).parent / "kedro"), "run", "--env", "smoke"],
+        cwd=project_copy, env=env | {"MLFLOW_TRACKING_URI": uri}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"Error: the MLflow tracking server {uri} does not answer" in done.stderr
+    assert not (project_copy / "data" / "smoke").exists()

@@ -26,6 +26,7 @@ from multitask_cnn.config import ConfigError, flatten, validate_parameters
 from multitask_cnn.errors import install_excepthook
 from multitask_cnn.io.run_lock import RunLock
 from multitask_cnn.provenance import git_state
+from multitask_cnn.tracking import check_tracking_server
 from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
 from multitask_cnn.training.determinism import set_deterministic
@@ -50,9 +51,10 @@ class UserErrorsHook:
     one message instead of a traceback; ``MULTITASK_CNN_DEBUG=1`` shows the traceback.
     Installed first thing, after Kedro's logging set Rich's traceback hook up."""
 
-    @hook_impl(tryfirst=True)
-    def after_context_created(self) -> None:
+    @hook_impl(wrapper=True, tryfirst=True)  # around everything, the other hooks too
+    def after_context_created(self):
         install_excepthook()
+        return (yield)
 
 
 class TrackingStoreHook:
@@ -60,13 +62,16 @@ class TrackingStoreHook:
     context is created; runs started at once would all run MLflow's table migrations
     on a new file, or create the same experiment, and all but one fail. This wraps
     that step in a lock next to the store (``<store>.lock``), so they take turns for
-    that second. A server keeps its own store: nothing to do."""
+    that second. A tracking server keeps its own store; one that does not answer stops
+    the run at once (MLflow itself retries for minutes)."""
 
     @hook_impl(wrapper=True)
     def after_context_created(self, context):
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (
             context.config_loader["mlflow"].get("server", {}).get("mlflow_tracking_uri")
         )
+        if str(uri).startswith(("http://", "https://")):
+            check_tracking_server(str(uri))  # seconds, not MLflow's minutes of retries
         if not uri or not str(uri).startswith("sqlite:///"):
             return (yield)
         store = Path(str(uri).removeprefix("sqlite:///"))

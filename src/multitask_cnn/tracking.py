@@ -7,11 +7,15 @@ Does nothing when no MLflow run is active, so nodes stay runnable without tracki
 from __future__ import annotations
 
 import math
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 
 import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+
+from multitask_cnn.errors import UserError
 
 
 def log_epoch_metrics(epoch: int, record: Mapping[str, float]) -> None:
@@ -75,3 +79,24 @@ def task_metric_names(
         for name, value in values.items()
         if name != "n"
     }
+
+
+class TrackingServerError(UserError, ConnectionError):
+    """The MLflow tracking server the run is told to use does not answer."""
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`TrackingServerError` when nothing answers at ``uri`` (an MLflow
+    server's ``/health``) within ``timeout`` seconds. Any HTTP answer, even an error
+    (a proxy asking for credentials), means it is there."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingServerError(
+            f"the MLflow tracking server {uri} does not answer ({reason}); start it, "
+            "or unset MLFLOW_TRACKING_URI to use the project's SQLite store"
+        ) from None
