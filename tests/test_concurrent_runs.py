@@ -72,11 +72,9 @@ def test_a_checkpoint_written_by_another_run_is_refused(tmp_path, monkeypatch):
             hook.after_dataset_loaded(
                 "baseline_checkpoints", {"left": theirs | {"reused": False}}
             )
-        # a resumed run keeps the baselines the run it resumes finished
-        mlflow.set_tag("resumed_from_run_id", "0123abc")
-        hook.after_dataset_loaded(
-            "baseline_checkpoints", {"left": theirs | {"reused": False}}
-        )
+        # a resumed run keeps the baselines the interrupted runs finished
+        kept = theirs | {"reused": False, "resumed": True}
+        hook.after_dataset_loaded("baseline_checkpoints", {"left": kept})
 
 
 @pytest.mark.slow

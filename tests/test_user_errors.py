@@ -92,6 +92,13 @@ def test_a_tracking_server_that_does_not_answer_is_named_at_once():
     uri = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(TrackingServerError, match=f"{uri} does not answer"):
         check_tracking_server(uri, timeout=5)
+    with pytest.raises(
+        TrackingServerError
+    ) as refused:  # credentials: not sent, not shown
+        check_tracking_server(uri.replace("//", "//someone:s3cret@"), timeout=5)
+    assert "s3cret" not in str(refused.value) and f"{uri} does not answer" in str(
+        refused.value
+    )
 
     class Refusing(
         http.server.BaseHTTPRequestHandler

@@ -31,7 +31,11 @@ def user_error_in(error: BaseException | None) -> UserError | None:
         if isinstance(error, UserError):
             return error
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        # the error it was raised from (``from``), else the one being handled when it
+        # was raised, unless ``from None`` hid that one
+        error = error.__cause__ or (
+            None if error.__suppress_context__ else error.__context__
+        )
     return None
 
 

@@ -90,7 +90,8 @@ _OWN_CHECKPOINTS = {
     "baseline_checkpoints": lambda data: {
         task: c
         for task, c in data.items()
-        if isinstance(c, dict) and not c.get("reused")
+        # not those reused from an earlier run, nor those an interrupted run finished
+        if isinstance(c, dict) and not c.get("reused") and not c.get("resumed")
     },
 }
 
@@ -108,13 +109,24 @@ class RunLockHook:
     @hook_impl
     def after_context_created(self, context) -> None:
         data_root = context.config_loader["globals"].get("data_root", "data")
-        self._lock = RunLock(Path(context.project_path) / data_root / ".run.lock")
+        path = Path(context.project_path) / data_root / ".run.lock"
+        if self._lock is not None and self._lock.path != path:
+            self._lock.release()  # a context of another project or env in this process
+        if self._lock is None or self._lock.path != path:
+            self._lock = RunLock(path)
 
-    @hook_impl(tryfirst=True)
-    def before_pipeline_run(self) -> None:
+    @hook_impl(wrapper=True, tryfirst=True)
+    def before_pipeline_run(self):
+        """Before the other hooks (kedro-mlflow's run starts after the wait); if one of
+        them fails, Kedro calls no ``on_pipeline_error``: released here then."""
         self._trained = set()
         if self._lock is not None:
             self._lock.acquire()
+        try:
+            return (yield)
+        except BaseException:
+            self._release()
+            raise
 
     @hook_impl
     def after_node_run(self, node) -> None:
@@ -132,26 +144,28 @@ class RunLockHook:
         ):
             return
         checkpoints = _OWN_CHECKPOINTS[dataset_name](data)
-        # a resumed run keeps what the interrupted one finished (a baseline)
-        resumed_from = (
-            MlflowClient().get_run(run.info.run_id).data.tags.get("resumed_from_run_id")
-        )
         for name, checkpoint in checkpoints.items():
             written_by = checkpoint.get("provenance", {}).get("mlflow.run_id")
-            if written_by not in (run.info.run_id, resumed_from):
+            if written_by != run.info.run_id:
                 raise RuntimeError(
                     f"{dataset_name} ({name}) was written by MLflow run {written_by}, "
                     f"not by this run ({run.info.run_id}) that trained it: another run "
                     "wrote the same file meanwhile; run again"
                 )
 
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        self._release()
+    @hook_impl(wrapper=True)
+    def after_pipeline_run(self):
+        try:
+            return (yield)
+        finally:  # even when another hook fails here
+            self._release()
 
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._release()
+    @hook_impl(wrapper=True)
+    def on_pipeline_error(self):
+        try:
+            return (yield)
+        finally:
+            self._release()
 
     def _release(self) -> None:
         if self._lock is not None:

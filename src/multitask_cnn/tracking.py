@@ -7,7 +7,9 @@ Does nothing when no MLflow run is active, so nodes stay runnable without tracki
 from __future__ import annotations
 
 import math
+import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
@@ -87,16 +89,25 @@ class TrackingServerError(UserError, ConnectionError):
 
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
     """Raise :class:`TrackingServerError` when nothing answers at ``uri`` (an MLflow
-    server's ``/health``) within ``timeout`` seconds. Any HTTP answer, even an error
-    (a proxy asking for credentials), means it is there."""
+    server's ``/health``) within ``timeout`` seconds. Any answer, even an HTTP error (a
+    proxy asking for credentials) or a certificate this machine does not trust (MLflow
+    may be told to accept it), means it is there. Credentials in the URI are neither
+    sent nor shown."""
+    parts = urllib.parse.urlsplit(uri)
+    port = f":{parts.port}" if parts.port else ""
+    where = f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path.rstrip('/')}"
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(f"{where}/health", timeout=timeout):
             return
-    except urllib.error.HTTPError:
+    except (urllib.error.HTTPError, ssl.SSLError):
         return
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise TrackingServerError(
-            f"the MLflow tracking server {uri} does not answer ({reason}); start it, "
-            "or unset MLFLOW_TRACKING_URI to use the project's SQLite store"
-        ) from None
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ssl.SSLError):
+            return
+        reason = error.reason
+    except OSError as error:
+        reason = error
+    raise TrackingServerError(
+        f"the MLflow tracking server {where} does not answer ({reason}); start it, or "
+        "unset MLFLOW_TRACKING_URI to use the project's SQLite store"
+    )

@@ -193,3 +193,18 @@ def test_pretraining_resumes_from_its_last_epoch(
     assert not progress.path.exists() and list(resumed_history["epoch"]) == [1, 2, 3]
     for name, tensor in reference["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
+
+
+def test_stale_baseline_progress_does_not_block_a_run_that_trains_none(
+    model_inputs, normalisation_stats, tasks_params, tmp_path
+):
+    trained, _ = _baselines(model_inputs, normalisation_stats, tasks_params, None)
+    stale = TrainProgress(tmp_path / "stale.pt")
+    stale.write({"format": 2, "identity": {"other": "settings"}, "part": None,
+                 "state": None, "done": {}, "mlflow_run_id": None})  # fmt: skip
+    reused, history = train_baselines(
+        model_inputs[0], model_inputs[1], normalisation_stats, tasks_params, MODEL,
+        TRAINING, trained, {}, None, {"enabled": False}, stale,
+    )  # fmt: skip
+    assert all(c["reused"] for c in reused.values()) and history.empty
+    assert list(reused) == list(tasks_params)

@@ -118,18 +118,22 @@ def train_baselines(
                 | {"budget": {k: v for k, v in i["budget"].items() if k != "epochs"}}
                 for task, i in inputs_of.items()}  # fmt: skip
     baselines, histories = {}, []
+    for task in specs:
+        if previous.get(task, {}).get("baseline_key") == fingerprint(inputs_of[task]):
+            logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
+                        task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
+            baselines[task] = previous[task] | {"reused": True}
+    if len(baselines) == len(specs):  # nothing to train: no progress to read or keep
+        return baselines, pd.DataFrame()
     with resumable(baseline_progress, identity, enabled=config.resume) as resumed:
         for task, spec in specs.items():
             key = fingerprint(inputs_of[task])
-            if previous.get(task, {}).get("baseline_key") == key:
-                logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
-                            task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
-                baselines[task] = previous[task] | {"reused": True}
+            if task in baselines:
                 continue
             done = resumed.done.get(task)
             if done is not None and done["checkpoint"]["baseline_key"] == key:
                 logger.info("Baseline %r: trained by the interrupted run, kept", task)
-                baselines[task] = done["checkpoint"]
+                baselines[task] = done["checkpoint"] | {"resumed": True}
                 histories.append(pd.DataFrame(done["history"]))
                 continue
             checkpoint, history = _train_baseline(
@@ -141,7 +145,7 @@ def train_baselines(
             histories.append(pd.DataFrame(history))
             resumed.finished(task, {"checkpoint": baselines[task], "history": history})
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    return baselines, history
+    return {task: baselines[task] for task in specs}, history
 
 
 def _train_baseline(
