@@ -98,9 +98,10 @@ _OWN_CHECKPOINTS = {
 
 class RunLockHook:
     """Runs of one Kedro env share its data folder: a run holds the folder's lock
-    (``io/run_lock.py``) from before its first node (and before its MLflow run starts)
-    to its end, and a second run started meanwhile waits, instead of training into and
-    evaluating the first one's files. Runs of different envs do not wait for each other."""
+    (``io/run_lock.py``; ``data/.smoke.run.lock`` for ``data/smoke``) from before its
+    first node (and before its MLflow run starts) to its end, and a second run started
+    meanwhile waits, instead of training into and evaluating the first one's files.
+    Runs of different envs do not wait for each other."""
 
     def __init__(self) -> None:
         self._lock: RunLock | None = None
@@ -108,8 +109,11 @@ class RunLockHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        data_root = context.config_loader["globals"].get("data_root", "data")
-        path = Path(context.project_path) / data_root / ".run.lock"
+        data_root = Path(context.project_path) / context.config_loader["globals"].get(
+            "data_root", "data"
+        )
+        # beside the folder, not in it: a run that fails early leaves no data folder
+        path = data_root.with_name(f".{data_root.name}.run.lock")
         if self._lock is not None and self._lock.path != path:
             self._lock.release()  # a context of another project or env in this process
         if self._lock is None or self._lock.path != path:

@@ -1,6 +1,7 @@
 """One run at a time per data folder: runs of one Kedro environment share its files
 (model input, checkpoints, reports), and two at once would train into and evaluate
-each other's. :class:`RunLock` is an exclusive ``flock`` on ``<data root>/.run.lock``:
+each other's. :class:`RunLock` is an exclusive ``flock`` on a file beside the data
+folder (``data/.smoke.run.lock`` for ``data/smoke``):
 a second run waits for the first to finish (saying whom it waits for) instead of
 clobbering its outputs. The kernel drops the lock when the process ends, however it
 ends, so a killed run never leaves a stale lock."""
@@ -24,7 +25,7 @@ class RunLock:
 
     def __init__(self, path: str | Path, doing: str | None = None) -> None:
         self.path = Path(path)
-        self.doing = doing or f"uses {self.path.parent}"  # for the waiting message
+        self.doing = doing or "uses the same data folder"  # for the waiting message
         self._file = None
 
     def acquire(self) -> None:
