@@ -67,7 +67,8 @@ class TrackingStoreHook:
 
     @hook_impl(wrapper=True)
     def after_context_created(self, context):
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (
+        # what kedro-mlflow will use ($MLFLOW_TRACKING_URI through settings.py's resolver)
+        uri = (
             context.config_loader["mlflow"].get("server", {}).get("mlflow_tracking_uri")
         )
         if str(uri).startswith(("http://", "https://")):

@@ -23,11 +23,18 @@ from multitask_cnn.io import TrainProgress
 from multitask_cnn.tracking import active_run_id, note_resumed_run
 from multitask_cnn.training import GracefulStop, NonFiniteLossError, TrainState
 
-__all__ = ["ProgressMismatchError", "Resumption", "resumable"]
+__all__ = ["ProgressMismatchError", "Resumption", "resumable", "without_epochs"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 2  # 1: one training per file, no parts
+
+
+def without_epochs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A reuse key's inputs as a progress identity: the epoch budget left out, so that
+    a larger ``epochs`` continues the same training (as for the multi-task model)."""
+    budget = {k: v for k, v in inputs["budget"].items() if k != "epochs"}
+    return dict(inputs) | {"budget": budget}
 
 
 class ProgressMismatchError(UserError, ValueError):

@@ -19,7 +19,7 @@ from multitask_cnn.initial_state import transfer_record, warm_start
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
-from multitask_cnn.pipelines.resume import Resumption, resumable
+from multitask_cnn.pipelines.resume import Resumption, resumable, without_epochs
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.tracking import final_metrics, log_epoch_metrics
 from multitask_cnn.training import (
@@ -113,13 +113,11 @@ def train_baselines(
             "lr_scale": start.lr_scale}  # fmt: skip
         inputs_of[task] = _baseline_inputs(effective_tasks({task: spec})[task], effective_model,
                                            budget.single_source(source), task_data, transferred)  # fmt: skip
-    # epochs and logging do not change what a baseline computes (as for the multi-task)
-    identity = {task: {k: v for k, v in i.items() if k != "budget"}
-                | {"budget": {k: v for k, v in i["budget"].items() if k != "epochs"}}
-                for task, i in inputs_of.items()}  # fmt: skip
+    keys = {task: fingerprint(i) for task, i in inputs_of.items()}
+    identity = {task: without_epochs(i) for task, i in inputs_of.items()}
     baselines, histories = {}, []
     for task in specs:
-        if previous.get(task, {}).get("baseline_key") == fingerprint(inputs_of[task]):
+        if previous.get(task, {}).get("baseline_key") == keys[task]:
             logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
                         task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
             baselines[task] = previous[task] | {"reused": True}
@@ -127,7 +125,7 @@ def train_baselines(
         return baselines, pd.DataFrame()
     with resumable(baseline_progress, identity, enabled=config.resume) as resumed:
         for task, spec in specs.items():
-            key = fingerprint(inputs_of[task])
+            key = keys[task]
             if task in baselines:
                 continue
             done = resumed.done.get(task)

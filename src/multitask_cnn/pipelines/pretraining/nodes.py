@@ -23,7 +23,7 @@ from multitask_cnn.data.tensors import image_stats, to_model_input
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import backbone_state_dict
-from multitask_cnn.pipelines.resume import resumable
+from multitask_cnn.pipelines.resume import resumable, without_epochs
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec, check_labels
@@ -226,10 +226,7 @@ def pretrain_backbone(
         for d in (pretraining_train, pretraining_val)
     )
     check_labels(specs, train.labels, "pretraining train")
-    # a larger epoch budget continues the same training (as for the multi-task model)
-    identity = inputs | {
-        "budget": {k: v for k, v in inputs["budget"].items() if k != "epochs"}
-    }
+    identity = without_epochs(inputs)
     with resumable(
         pretraining_progress, identity, enabled=budget_config.resume
     ) as resumed:
