@@ -128,6 +128,21 @@ class DataPrepConfig(_Strict):
     # of the n_train composites drawn from that pool: round(val_fraction * n_train)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     canvas_size: PositiveInt = 36
+
+    def n_val(self) -> int:
+        """MultiFashion's val composites (the rest of ``n_train`` are train ones)."""
+        return int(round(self.val_fraction * self.n_train))
+
+    @model_validator(mode="after")
+    def _both_splits(self) -> DataPrepConfig:
+        if not 1 <= self.n_val() < self.n_train:
+            raise ValueError(
+                f"data_prep.val_fraction={self.val_fraction} of data_prep.n_train="
+                f"{self.n_train} leaves {self.n_val()} val and "
+                f"{self.n_train - self.n_val()} train composites; each needs at least one"
+            )
+        return self
+
     max_shift: NonNegativeInt = 4  # each item moves up to this many px inwards
     seed: NonNegativeInt = 0  # one independent stream per purpose is derived from it
     # label -> fraction of train and val rows whose label is marked missing (-1 / NaN);
@@ -440,6 +455,28 @@ class ProjectParameters(_Strict):
             raise ValueError(
                 f"training.fusion.batch_size names sources {unknown} that no task reads; "
                 f"the tasks read {sorted(read)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits_the_data(self) -> ProjectParameters:
+        """A batch is no larger than MultiFashion's train split (the sizes of other
+        sources are known once their data is read: the training checks them)."""
+        if not any(spec.source == "multifashion" for spec in self.tasks.values()):
+            return self
+        rows = self.data_prep.n_train - self.data_prep.n_val()
+        given = self.training.fusion.batch_size.get("multifashion")
+        key = (
+            "training.fusion.batch_size.multifashion"
+            if given
+            else "training.batch_size"
+        )
+        size = given or self.training.batch_size
+        if size > rows:
+            raise ValueError(
+                f"{key}={size} is larger than MultiFashion's train split ({rows} "
+                f"composites: data_prep.n_train={self.data_prep.n_train} less the val "
+                f"share); lower it or raise data_prep.n_train"
             )
         return self
 

@@ -14,13 +14,24 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["DEBUG_ENV", "UserError", "install_excepthook", "user_error_in"]
+__all__ = [
+    "DEBUG_ENV",
+    "DataFileError",
+    "UserError",
+    "install_excepthook",
+    "user_error_in",
+]
 
 DEBUG_ENV = "MULTITASK_CNN_DEBUG"
 
 
 class UserError(Exception):
     """A mistake the user can fix from the message alone."""
+
+
+class DataFileError(UserError, ValueError):
+    """A file given as input (images, labels, a checkpoint, saved progress) that cannot
+    be used as it is; the message names the file and what is wrong with it."""
 
 
 def user_error_in(error: BaseException | None) -> UserError | None:

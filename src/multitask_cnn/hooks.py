@@ -23,7 +23,7 @@ from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
 from multitask_cnn.config import ConfigError, flatten, validate_parameters
-from multitask_cnn.errors import install_excepthook
+from multitask_cnn.errors import DataFileError, install_excepthook
 from multitask_cnn.io.run_lock import RunLock
 from multitask_cnn.provenance import git_state
 from multitask_cnn.tracking import check_tracking_server
@@ -212,6 +212,38 @@ class ValidateParametersHook:
                 catalog[name] = MemoryDataset(value, copy_mode="deepcopy")
         if "parameters" in catalog:
             catalog["parameters"] = MemoryDataset(effective, copy_mode="deepcopy")
+
+
+class DataBuildHook:
+    """The model input and normalisation statistics one run reads come from one
+    data_prep build (their ``build``). Each file is written atomically, but a data_prep
+    stopped part-way (killed, a full disk) can leave new train next to old val files;
+    reading such a mix stops the run with a message instead of training on it."""
+
+    CHECKED = ("model_input_train", "model_input_val", "model_input_test",
+               "normalisation_stats")  # fmt: skip
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, Any]] = {}
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._seen = {}
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        if dataset_name not in self.CHECKED or not isinstance(data, dict):
+            return
+        for source, entry in data.items():
+            build = entry.get("build") if isinstance(entry, dict) else None
+            first, first_build = self._seen.setdefault(source, (dataset_name, build))
+            if build != first_build:
+                raise DataFileError(
+                    f"{dataset_name} and {first} (source {source!r}) come from different "
+                    "data_prep runs; a data_prep that stopped part-way (interrupted, a "
+                    "full disk) leaves such a mix. Rebuild them: kedro run --pipeline "
+                    "data_prep (with this run's --env)"
+                )
 
 
 class StoppedRunHook:

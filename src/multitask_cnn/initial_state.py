@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from multitask_cnn.config import ModelConfig, TransferConfig, effective_tasks
+from multitask_cnn.models.transfer import TransferError
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.training import WarmStart
 
@@ -27,14 +28,14 @@ def warm_start(
     if not transfer.enabled:
         return None
     if initial_state is None:
-        raise FileNotFoundError(
+        raise TransferError(
             "transfer.enabled is true but there is no initial state (the initial_state "
             "catalog entry, <data_root>/06_models/initial_state.pt): run the "
             "weight_transfer pipeline first (kedro run --pipelines weight_transfer), or "
             "set transfer.enabled: false"
         )
     if "failed" in initial_state:
-        raise ValueError(
+        raise TransferError(
             "the last weight_transfer (run with transfer.enabled: false) could not "
             f"transfer: {initial_state['failed']['error']}; fix that and rerun weight_transfer"
         )
@@ -42,7 +43,7 @@ def warm_start(
            "transfer": transfer.for_backbone(model_config).mapping_settings()}  # fmt: skip
     differs = sorted(k for k in now if initial_state["config"].get(k) != now[k])
     if differs:
-        raise ValueError(
+        raise TransferError(
             f"the initial state was built with other {', '.join(differs)} settings than "
             "this run's: rebuild it first (kedro run --pipelines "
             "pretraining,weight_transfer,baselines,multitask_training)"

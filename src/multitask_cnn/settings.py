@@ -8,6 +8,7 @@ from kedro.config import OmegaConfigLoader
 
 from multitask_cnn.hooks import (
     CheckpointTagsHook,
+    DataBuildHook,
     DeterminismHook,
     HostAllocatorHook,
     ReproducibilityHook,
@@ -56,6 +57,7 @@ HOOKS = (
     ReproducibilityHook(),
     ReusedOutputsHook(),
     CheckpointTagsHook(),
+    DataBuildHook(),
     DeterminismHook(),
     HostAllocatorHook(),
     ScheduleHook(),

@@ -222,13 +222,11 @@ def test_files_that_are_not_checkpoints_are_named(tmp_path):
         load_state_dict_file(tmp_path / "missing.pt")
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(
-        TransferError, match="notes.pt' is not a checkpoint torch.load can read"
-    ):
+    with pytest.raises(TransferError, match="notes.pt is not a file torch.save wrote"):
         load_state_dict_file(text)
     code = tmp_path / "code.pt"  # a pickle that would run code: refused by weights_only
     code.write_bytes(pickle.dumps(print, protocol=2))
-    with pytest.raises(TransferError, match="code.pt' is not a checkpoint"):
+    with pytest.raises(TransferError, match="code.pt holds Python objects other than"):
         load_state_dict_file(code)
     numbers = tmp_path / "numbers.pt"
     torch.save({"epoch": 3, "lr": 0.1}, numbers)

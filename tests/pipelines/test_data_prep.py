@@ -62,10 +62,14 @@ def test_pipeline_builds_uint8_model_input_and_train_statistics_per_source(
         catalog.load(f"model_input_{s}") for s in ("train", "val", "test")
     )
     assert set(train) == set(val) == set(test) == {"multifashion", "digits"}
+    stats = catalog.load("normalisation_stats")
+    builds = {d[s]["build"] for d in (train, val, test) for s in d}
+    assert builds == {stats[s]["build"] for s in stats} and len(builds) == 1
     raw = compose_splits(fashion_mnist_small, data_prep_params)
     for split, data in zip(("train", "val", "test"), (train, val, test), strict=True):
         mf = data["multifashion"]
-        assert set(mf) == {"images", "labels"}  # source_index stays out of the tensors
+        # source_index stays out of the tensors; build: which data_prep wrote it
+        assert set(mf) == {"images", "labels", "build"}
         assert mf["images"].dtype == torch.uint8  # normalised when read, not here
         assert mf["images"].shape == (len(raw[split]["images"]), 1, 36, 36)
         assert torch.equal(mf["images"][:, 0], torch.from_numpy(raw[split]["images"]))
@@ -103,7 +107,8 @@ def test_pipeline_builds_uint8_model_input_and_train_statistics_per_source(
     n_val = np.round(0.25 * (per_class - n_test)).astype(int)  # data_prep.val_fraction
     expected = [per_class - n_test - n_val, n_val, n_test]
     for data, counts in zip(digits, expected, strict=True):
-        assert set(data) == {"images", "labels"} and set(data["labels"]) == {"digit"}
+        assert set(data) == {"images", "labels", "build"}
+        assert set(data["labels"]) == {"digit"}
         assert data["images"].dtype == torch.uint8
         assert data["images"].shape == (counts.sum(), 1, 36, 36)
         np.testing.assert_array_equal(np.bincount(data["labels"]["digit"]), counts)
@@ -179,7 +184,7 @@ def test_splits_draw_from_their_official_split_only(
 
 def test_val_fraction_must_leave_both_splits(fashion_mnist_small):
     with pytest.raises(
-        ValueError, match="val_fraction=0.0001 leaves no train or no val"
+        ValueError, match="val_fraction=0.0001 of data_prep.n_train=100 leaves 0 val"
     ):
         compose_splits(
             fashion_mnist_small, {"n_train": 100, "n_test": 10, "val_fraction": 0.0001}

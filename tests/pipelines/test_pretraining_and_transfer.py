@@ -8,6 +8,7 @@ from conftest import SMALL_DATA_PREP
 from multitask_cnn.config import ConfigError, validate_parameters
 from multitask_cnn.data.multifashion import train_val_pools
 from multitask_cnn.data.tensors import image_stats
+from multitask_cnn.errors import DataFileError
 from multitask_cnn.models.transfer import TransferError
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.pipelines.pretraining.nodes import (
@@ -96,7 +97,7 @@ def test_multifashion_and_file_sources(fashion_mnist_small, model_inputs, tmp_pa
     assert torch.bincount(val["labels"]["class"]).tolist() == [2, 2, 2, 2]
     assert task == {"kind": "multiclass", "num_classes": 4, "class_names": None}
 
-    with pytest.raises(FileNotFoundError, match="pretraining_file catalog entry"):
+    with pytest.raises(DataFileError, match="pretraining_file catalog entry"):
         _data(fashion_mnist_small, model_inputs, {"source": "file"}, None)
     with pytest.raises(
         ValueError, match=r"images must be uint8 \(N, 36, 36\).*\(40, 28, 28\)"
@@ -159,9 +160,7 @@ def test_weight_transfer_refuses_a_missing_or_mismatched_source(tmp_path):
 
 def test_training_refuses_a_missing_or_foreign_initial_state(model_inputs):
     args = (model_inputs[0], model_inputs[1], NORMALISATION, TASKS, {}, TRAINING, {})
-    with pytest.raises(
-        FileNotFoundError, match="run the weight_transfer pipeline first"
-    ):
+    with pytest.raises(TransferError, match="run the weight_transfer pipeline first"):
         train_multitask_model(*args, None, {"enabled": True})
     state = {"config": {"tasks": {}, "model": {}, "seed": 0, "transfer": {}}}
     with pytest.raises(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from multitask_cnn.errors import UserError
+from multitask_cnn.errors import DataFileError, UserError
 
 __all__ = [
     "FashionMNIST",
@@ -108,21 +109,50 @@ def find_fashion_mnist(
     )
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX array of ``ndim`` dimensions; anything else raises
+    :class:`DataFileError` naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
-    magic = int.from_bytes(data[0:4], "big")
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
-    ndim = magic & 0xFF
+    try:
+        with opener(path, "rb") as stream:
+            data = stream.read()
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataFileError(f"{path}: cannot read it ({error})") from None
+    magic = int.from_bytes(data[0:4], "big") if len(data) >= 4 else 0
+    if magic >> 8 != 0x08 or magic & 0xFF != ndim:  # 0x08 = unsigned byte
+        raise DataFileError(
+            f"{path}: not an unsigned-byte IDX file of {ndim} dimension(s) (magic "
+            f"{magic:#x}, expected {0x0800 | ndim:#x}); it may be damaged: replace it"
+        )
     shape = tuple(
         int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
     )
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    array = np.frombuffer(data, dtype=np.uint8, offset=min(len(data), 4 + 4 * ndim))
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {shape} values, file holds {array.size}")
+        raise DataFileError(
+            f"{path}: the header says {shape} values, the file holds {array.size} "
+            "(truncated or damaged): replace it"
+        )
     return array.reshape(shape)
+
+
+def _check(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    where = f"{folder}: {split} split"
+    if images.shape[1:] != (28, 28):
+        height, width = images.shape[1:]
+        raise DataFileError(
+            f"{where}: images are {height}x{width}, Fashion-MNIST's are 28x28"
+        )
+    if len(images) == 0:
+        raise DataFileError(f"{where}: no images")
+    if len(images) != len(labels):
+        raise DataFileError(f"{where}: {len(images)} images but {len(labels)} labels")
+    bad = np.flatnonzero(labels >= len(CLASSES))
+    if len(bad):
+        raise DataFileError(
+            f"{where}: label {int(labels[bad[0]])} at row {int(bad[0])} "
+            f"({len(bad)} such rows); Fashion-MNIST's labels are 0..{len(CLASSES) - 1}"
+        )
 
 
 def read_fashion_mnist(folder: str | Path) -> FashionMNIST:
@@ -133,17 +163,10 @@ def read_fashion_mnist(folder: str | Path) -> FashionMNIST:
         path = _file_in(folder, stem)
         if path is None:
             raise FashionMNISTNotFoundError(f"{folder / stem}: missing")
-        array = _read_idx(path)
+        array = _read_idx(path, ndim=3 if part == "images" else 1)
         arrays[f"{split}_{part}"] = (
             array.astype(np.int64) if part == "labels" else array
         )
     for split in ("train", "test"):
-        n_images, n_labels = (
-            len(arrays[f"{split}_images"]),
-            len(arrays[f"{split}_labels"]),
-        )
-        if n_images != n_labels:
-            raise ValueError(
-                f"{folder}: {split} has {n_images} images but {n_labels} labels"
-            )
+        _check(folder, split, arrays[f"{split}_images"], arrays[f"{split}_labels"])
     return FashionMNIST(**arrays, source=str(folder))

@@ -4,7 +4,7 @@ Every output file is written atomically (``atomic.atomic_path``): a crash leaves
 previous file, never a half-written one.
 """
 
-from .atomic import AtomicFileDataset, atomic_path
+from .atomic import AtomicFileDataset, OutputWriteError, atomic_path
 from .csv_dataset import CSVDataset
 from .digits_dataset import DigitsDataset
 from .fashion_mnist_dataset import FashionMNISTDataset
@@ -25,6 +25,7 @@ __all__ = [
     "ImageManifest",
     "ImageManifestDataset",
     "JSONDataset",
+    "OutputWriteError",
     "ProvenanceDataset",
     "TextDataset",
     "TorchDataset",

@@ -9,9 +9,11 @@ Readers therefore see the old file or the new one, never a half-written one.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -19,7 +21,14 @@ from typing import Any, ClassVar, TypeVar
 
 from kedro.io import AbstractDataset, DatasetError
 
-__all__ = ["AtomicFileDataset", "atomic_path", "remove_stale_temp_files"]
+from multitask_cnn.errors import DataFileError, UserError
+
+__all__ = [
+    "AtomicFileDataset",
+    "OutputWriteError",
+    "atomic_path",
+    "remove_stale_temp_files",
+]
 
 _DI = TypeVar("_DI")
 _DO = TypeVar("_DO")
@@ -129,17 +138,71 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             temp.write_text(json.dumps(metrics))
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(target)
-    temp = _create_temp_file(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target)
+        temp = _create_temp_file(target)
+    except OSError as error:
+        raise _write_error(target, error) or error
     try:
         yield temp
         _fsync_file(temp)
         os.replace(temp, target)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
-        raise
+        wrapped = _write_error(target, error) if isinstance(error, Exception) else None
+        if wrapped is None:
+            raise
+        raise wrapped from error
     _fsync_folder(target.parent)
+
+
+class OutputWriteError(UserError, OSError):
+    """An output that cannot be written: a full disk, a folder that is read-only or
+    not a folder. The file it would replace keeps its previous content."""
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+_NOT_A_FOLDER = {errno.ENOTDIR, errno.EEXIST}
+_LOW = 1 << 20  # bytes free under which a failed write counts as a full disk
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _write_error(target: Path, error: BaseException) -> OutputWriteError | None:
+    """``error`` as a user error when it says the disk or folder refused the write (a
+    writer such as ``torch.save`` reports a full disk as a ``RuntimeError``: then the
+    free space decides); None for any other error."""
+    code = getattr(error, "errno", None)
+    free = _free_bytes(target.parent)
+    kept = ("; earlier outputs are unchanged" if not target.exists()
+            else f"; {target.name} keeps its previous content")  # fmt: skip
+    low = code is None and free is not None and free < _LOW
+    if code in _NO_ROOM or (low and isinstance(error, RuntimeError)):
+        return OutputWriteError(
+            f"cannot write {target}: no space left on the disk of {target.parent}"
+            f"{kept}, and no partial file is left. Free some space (or point data_root "
+            "in conf/<env>/globals.yml at another disk) and rerun"
+        )
+    if code in _NOT_WRITABLE:
+        return OutputWriteError(
+            f"cannot write {target}: {error.filename or target.parent} is not writable "
+            f"({error.strerror}){kept}. Make it writable for this user (or point data_root "
+            "in conf/<env>/globals.yml elsewhere) and rerun"
+        )
+    if code in _NOT_A_FOLDER:
+        return OutputWriteError(
+            f"cannot write {target}: {error.filename or target.parent} is in the way "
+            "of a folder on its "
+            f"path ({error.strerror}){kept}. Move it aside and rerun"
+        )
+    return None
 
 
 class AtomicFileDataset(AbstractDataset[_DI, _DO]):
@@ -183,7 +246,7 @@ class AtomicFileDataset(AbstractDataset[_DI, _DO]):
     def load(self) -> _DO:
         path = Path(self._filepath)
         if not self._exists():
-            raise DatasetError(
+            raise DataFileError(
                 f"{path}: no such file; run the pipeline that writes it first"
             )
         return self._read(path)

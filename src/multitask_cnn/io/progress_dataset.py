@@ -11,6 +11,9 @@ from typing import Any, NoReturn
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
+from multitask_cnn.errors import DataFileError
+from multitask_cnn.models.checkpoint import load_weights_only
+
 from .atomic import atomic_path
 
 __all__ = ["TrainProgress", "TrainProgressDataset"]
@@ -27,7 +30,13 @@ class TrainProgress:
     def read(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            return load_weights_only(self.path)
+        except DataFileError as error:
+            raise DataFileError(
+                f"{error}. It is the saved progress of an interrupted training: delete "
+                "it, or run with --params training.resume=false, to start over"
+            ) from None
 
     def write(self, progress: Mapping[str, Any]) -> None:
         with atomic_path(self.path) as temp:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from kedro.io import DatasetError
 
+from multitask_cnn.models.checkpoint import load_weights_only
+
 from .atomic import AtomicFileDataset
 
 
@@ -52,9 +54,7 @@ class TorchDataset(AtomicFileDataset[Any, Any]):
         torch.save(_by_reference(data, path.parent), path)
 
     def _read(self, path: Path) -> Any:
-        return _dereference(
-            torch.load(path, map_location="cpu", weights_only=True), path.parent
-        )
+        return _dereference(load_weights_only(path), path.parent)
 
 
 _MEMMAP = "__memmap__"  # a memory-mapped .npy file, saved by reference

@@ -9,16 +9,19 @@ refuses one that was trained for other tasks or on differently normalised data.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
-from multitask_cnn.errors import UserError
+from multitask_cnn.errors import DataFileError, UserError
 from multitask_cnn.tasks import TaskSpec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "load_weights_only",
     "build_checkpoint",
     "CheckpointMismatchError",
     "check_checkpoint",
@@ -28,6 +31,33 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 3  # 2: one data source; 1: before the checkpoint described itself
 _COMPARED = ("kind", "num_classes", "source", "label")
+
+
+def load_weights_only(path: str | os.PathLike[str]) -> Any:
+    """What ``torch.save`` wrote to ``path``, loaded onto the CPU with
+    ``weights_only=True`` (tensors, numbers, strings and containers; nothing that could
+    run code). A file that is not one, or holds other objects, raises
+    :class:`DataFileError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
+        text = str(error)
+        if "Unsupported global" in text:  # pickled objects: refused, not run
+            raise DataFileError(
+                f"{path} holds Python objects other than tensors, numbers and "
+                "containers; refused (weights_only=True: loading it could run code). "
+                "Save tensors and plain dicts with torch.save"
+            ) from None
+        reason = text.partition("WeightsUnpickler error:")[2].strip() or text
+        raise _unreadable(path, reason or type(error).__name__) from None
+
+
+def _unreadable(path: str | os.PathLike[str], reason: str) -> DataFileError:
+    return DataFileError(
+        f"{path} is not a file torch.save wrote, or it is damaged "
+        f"({reason.splitlines()[0][:200]}); rerun the pipeline that writes it, or "
+        "point its catalog entry or parameter at the right file"
+    )
 
 
 class CheckpointMismatchError(UserError, ValueError):

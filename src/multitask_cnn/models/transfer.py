@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from multitask_cnn.errors import UserError
+from multitask_cnn.errors import DataFileError, UserError
 
 from .backbones import Backbone
+from .checkpoint import load_weights_only
 from .multitask import MultiTaskModel
 
 __all__ = [
@@ -185,13 +186,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TransferError(f"checkpoint file {str(path)!r} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
-        raise TransferError(
-            f"{str(path)!r} is not a checkpoint torch.load can read with "
-            f"weights_only=True: {type(error).__name__}: "
-            f"{(str(error).splitlines() or [''])[0][:200]}"
-        ) from None
+        obj = load_weights_only(path)
+    except DataFileError as error:
+        raise TransferError(f"transfer.checkpoint: {error}") from None
     return state_dict_of(obj, repr(str(path)))
 
 

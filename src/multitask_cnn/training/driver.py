@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
+from multitask_cnn.errors import UserError
 from multitask_cnn.models import MultiTaskModel, count_parameters
+from multitask_cnn.models.transfer import TransferError
 from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import TaskSpec, kinds_of
 
@@ -31,9 +33,13 @@ from .sources import (
 from .state import TrainState
 from .strategies import get_weighting
 
-__all__ = ["Budget", "WarmStart", "train_model"]
+__all__ = ["BatchSizeError", "Budget", "WarmStart", "train_model"]
 
 logger = logging.getLogger(__name__)
+
+
+class BatchSizeError(UserError, ValueError):
+    """A batch larger than the rows it is drawn from."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ def train_model(
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
     moved = warm_start.transferred if warm_start is not None else frozenset()
     if moved and warm_start.freeze_epochs and moved >= set(named):
-        raise ValueError(
+        raise TransferError(
             f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
             "the transfer filled the heads too; leave them out (transfer.exclude: "
             "['backbone.fc.*', 'heads.*']) or do not freeze"
@@ -187,7 +193,7 @@ def _load_warm_start(
              for k in own if k in warm_start.state and own[k].shape != warm_start.state[k].shape]  # fmt: skip
     unknown = sorted(warm_start.transferred - parameter_names)
     if missing or unexpected or wrong or unknown:
-        raise ValueError(
+        raise TransferError(
             "the transferred state does not fit the model being trained (it was built "
             "for another model or task spec: rerun weight_transfer): "
             + "; ".join(f"{what} {names[:4]}" for what, names in (
@@ -204,6 +210,15 @@ def _by_source(data: Split | Mapping[str, Split]) -> dict[str, Split]:
 def _train_source(train: Mapping[str, Split], budget: Budget) -> BatchSource:
     """One source: shuffled mini-batches; several: one fused batch per step, each
     source shuffled by its own stream."""
+    for name, split in train.items():
+        if budget.batch_size_of(name) > len(split):
+            of = f" of source {name!r}" if name else ""
+            raise BatchSizeError(
+                f"batch size {budget.batch_size_of(name)} is larger than the "
+                f"{len(split)} train rows{of}: lower training.batch_size (or "
+                "training.fusion.batch_size, or pretraining.training.batch_size for "
+                "the pretraining), or give it more data"
+            )
     if len(train) == 1:
         ((name, split),) = train.items()
         seed = torch_seed(budget.seed, "data_order")

@@ -34,6 +34,7 @@ from multitask_cnn.data.multifashion import (
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import image_stats, labelled, to_model_input
 from multitask_cnn.io import ImageManifest
+from multitask_cnn.provenance import fingerprint
 from multitask_cnn.seeds import numpy_generator
 
 logger = logging.getLogger(__name__)
@@ -100,12 +101,7 @@ def compose_splits(
     ):
         logger.info("No task reads MultiFashion: not composed")
         return {}
-    n_val = int(round(config.val_fraction * config.n_train))
-    if n_val < 1 or n_val >= config.n_train:
-        raise ValueError(
-            f"data_prep.val_fraction={config.val_fraction} leaves no train or no val "
-            f"samples out of n_train={config.n_train}"
-        )
+    n_val = config.n_val()
     logger.info("Composing MultiFashion from %s", fashion_mnist.source)
     train_pool, val_pool = train_val_pools(
         fashion_mnist.train_labels, config.val_fraction, config.seed
@@ -209,11 +205,24 @@ def gather_sources(
     return {source: splits for source, splits in found.items() if splits}
 
 
-def compute_normalisation(sources: RawSources) -> dict[str, dict[str, Any]]:
+def identify_build(sources: RawSources) -> str:
+    """This build of the model input: a hash of every split's images and labels. Each
+    model input file and the normalisation statistics carry it (``build``), so a mix
+    of two builds, which a data_prep stopped part-way leaves, is refused when they are
+    read together (``DataBuildHook``)."""
+    return fingerprint({f"{source}/{split}": {"images": data["images"], "labels": data["labels"]}
+                        for source, splits in sources.items()
+                        for split, data in splits.items()})  # fmt: skip
+
+
+def compute_normalisation(
+    sources: RawSources, build: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Per source, from its **train split only**: the pixel mean and std (of images
     scaled to [0, 1]) and, per real-valued label, the mean and std of its labelled
     values (regression targets are standardised with them, and reported back in
     original units)."""
+    build = build or identify_build(sources)
     stats = {}
     for source, splits in sources.items():
         train = splits["train"]
@@ -233,20 +242,22 @@ def compute_normalisation(sources: RawSources) -> dict[str, dict[str, Any]]:
                 targets[name] = {"mean": float(values.mean()),
                                  "std": std if std > 0 else 1.0, "n": int(len(values))}  # fmt: skip
         stats[source] = pixels | {"computed_on": "train", "n_images": int(len(train["images"])),
-                                  "targets": targets}  # fmt: skip
+                                  "targets": targets, "build": build}  # fmt: skip
     return stats
 
 
 def build_model_input(
-    sources: RawSources,
+    sources: RawSources, build: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Per split, ``{source: {"images": uint8 (N, C, H, W), "labels": {...}}}``; the
     batch sources normalise the pixels with the source's statistics as they read them.
 
-    Only ``images`` and ``labels`` go into the model input (not ``source_index``).
+    Only ``images`` and ``labels`` go into the model input (not ``source_index``), and
+    the ``build`` (:func:`identify_build`).
     """
+    build = build or identify_build(sources)
     return tuple(
-        {source: to_model_input(splits[s]["images"], splits[s]["labels"])
+        {source: to_model_input(splits[s]["images"], splits[s]["labels"]) | {"build": build}
          for source, splits in sources.items()}
         for s in SPLITS
     )  # fmt: skip

@@ -20,6 +20,7 @@ from multitask_cnn.data.fashion_mnist import CLASSES, FashionMNIST
 from multitask_cnn.data.multifashion import scatter_items, split_pool, train_val_pools
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import image_stats, to_model_input
+from multitask_cnn.errors import DataFileError
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.models import build_model
 from multitask_cnn.models.transfer import backbone_state_dict
@@ -119,21 +120,21 @@ def _from_file(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     where = "the pretraining_file catalog entry (data/01_raw/pretraining.pt)"
     if data is None:
-        raise FileNotFoundError(
+        raise DataFileError(
             f"pretraining.source is 'file' but {where} does not exist; save "
             "{'images': uint8 (N, H, W), 'labels': {name: int64 (N,)}} there with torch.save"
         )
     if not isinstance(data, dict) or "images" not in data or "labels" not in data:
-        raise ValueError(f"{where} must be a dict with 'images' and 'labels'")
+        raise DataFileError(f"{where} must be a dict with 'images' and 'labels'")
     images = np.asarray(data["images"])
     side = prep.canvas_size
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (side, side):
-        raise ValueError(
+        raise DataFileError(
             f"{where}: images must be uint8 (N, {side}, {side}), grey like the canvas "
             f"(data_prep.canvas_size), got {images.dtype} {images.shape}"
         )
     if label not in data["labels"]:
-        raise ValueError(
+        raise DataFileError(
             f"{where} has no label {label!r} (pretraining.label); it has {sorted(data['labels'])}"
         )
     labels = np.asarray(data["labels"][label])
@@ -141,7 +142,7 @@ def _from_file(
         not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),)
         or len(labels) < 2 or labels.min() < -1 or len(np.unique(labels[labels >= 0])) < 2
     ):  # fmt: skip
-        raise ValueError(
+        raise DataFileError(
             f"{where}: label {label!r} must hold one integer class id per image (>= 0; "
             f"-1 = missing), at least two classes, for its {len(images)} images; got "
             f"{labels.dtype} of shape {labels.shape}"
