@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -210,11 +212,29 @@ def _pretraining(expect: str, images: torch.Tensor | bytes) -> Case:
     return Case(expect, FILE, setup, base="prepared", pipeline="pretraining")
 
 
+def _set_in(relative: str, group: str, key: str, value: Any) -> Callable[[Path], None]:
+    """Set ``group.key`` in a parameters file of the project copy."""
+
+    def setup(project: Path) -> None:
+        tree = yaml.safe_load((project / relative).read_text())
+        tree.setdefault(group, {})[key] = value
+        (project / relative).write_text(yaml.safe_dump(tree))
+
+    return setup
+
+
 FILE = {"pretraining": {"source": "file"}, "transfer": {"exclude": []}}
 
 CASES: dict[str, Case] = {
     # parameters (checked before anything is read)
-    "lr_zero": Case("parameter 'training.lr'", {"training": {"lr": 0}}),
+    "lr_zero": Case(
+        "parameter 'training.lr' (from --params): Input should be greater than 0 (got 0)",
+        {"training": {"lr": 0}},
+    ),
+    "lr_zero_in_the_env_s_file": Case(
+        "parameter 'training.lr' (from conf/smoke/parameters.yml): Input should be",
+        setup=_set_in("conf/smoke/parameters.yml", "training", "lr", 0),
+    ),
     "lr_negative": Case("parameter 'training.lr'", {"training": {"lr": -0.01}}),
     "epochs_zero": Case("parameter 'training.epochs'", {"training": {"epochs": 0}}),
     "epochs_text": Case("parameter 'training.epochs'", {"training": {"epochs": "abc"}}),
@@ -222,13 +242,15 @@ CASES: dict[str, Case] = {
         "parameter 'training.batch_size'", {"training": {"batch_size": -8}}
     ),
     "batch_larger_than_train_split": Case(
-        "training.batch_size=5000", {"training": {"batch_size": 5000}}
+        "training.batch_size=5000 is larger than MultiFashion's train split (2700",
+        {"training": {"batch_size": 5000}},
     ),
     "empty_dataset": Case(
         "parameter 'data_prep.n_train'", {"data_prep": {"n_train": 0}}
     ),
     "val_split_empty": Case(
-        "data_prep.val_fraction", {"data_prep": {"n_train": 4, "val_fraction": 0.1}}
+        "leaves 0 val and 4 train composites",
+        {"data_prep": {"n_train": 4, "val_fraction": 0.1}},
     ),
     "unknown_key": Case("parameter 'training.lrr'", {"training": {"lrr": 0.1}}),
     "unknown_strategy": Case(
@@ -248,43 +270,57 @@ CASES: dict[str, Case] = {
         "unknown pretraining source 'web'", {"pretraining": {"source": "web"}}
     ),
     "unknown_device": Case("'tpu' is not a device", {"training": {"device": "tpu"}}),
-    "device_missing": Case(
-        "parameter 'training.device'", {"training": {"device": "cuda:7"}}
-    ),
+    "device_missing": Case("device 'cuda:7' but", {"training": {"device": "cuda:7"}}),
     "shared_stages_too_deep": Case(
-        "model.shared_stages", {"model": {"shared_stages": 9}}
+        "model.shared_stages=9 but 'lenet' has 3 stages",
+        {"model": {"shared_stages": 9}},
     ),
     "strategy_without_shared_layers": Case(
         "model.shared_stages=0 shares none",
         {"training": {"weighting": "pcgrad"}, "model": {"shared_stages": 0}},
     ),
     "bad_transfer_rename": Case(
-        "transfer.renames", {"transfer": {"renames": ["conv1"]}}
+        "rename 'conv1' is not of the form", {"transfer": {"renames": ["conv1"]}}
     ),
     "fusion_unknown_source": Case(
         "training.fusion.batch_size names sources ['digits']",
         {"training": {"fusion": {"batch_size": {"digits": 32}}}},
     ),
     # Fashion-MNIST files
-    "idx_truncated": Case("train-images-idx3-ubyte", setup=_fashion(_truncated)),
-    "idx_not_idx": Case("t10k-labels-idx1-ubyte", setup=_fashion(_not_idx)),
-    "idx_nan_pixels": Case("t10k-images-idx3-ubyte", setup=_fashion(_float_images)),
-    "idx_label_out_of_range": Case("label 12", setup=_fashion(_label_out_of_range)),
-    "idx_wrong_image_size": Case("32x32", setup=_fashion(_wrong_size)),
+    "idx_truncated": Case(
+        "train-images-idx3-ubyte: the header says (60000, 28, 28)",
+        setup=_fashion(_truncated),
+    ),
+    "idx_not_idx": Case(
+        "t10k-labels-idx1-ubyte: not an unsigned-byte IDX file",
+        setup=_fashion(_not_idx),
+    ),
+    "idx_nan_pixels": Case(
+        "t10k-images-idx3-ubyte: not an unsigned-byte IDX file",
+        setup=_fashion(_float_images),
+    ),
+    "idx_label_out_of_range": Case(
+        "train split: label 12 at row 4321", setup=_fashion(_label_out_of_range)
+    ),
+    "idx_wrong_image_size": Case(
+        "test split: images are 32x32", setup=_fashion(_wrong_size)
+    ),
     "idx_count_mismatch": Case(
         "10000 images but 9999 labels", setup=_fashion(_fewer_labels)
     ),
-    "idx_empty": Case("no images", setup=_fashion(_empty)),
-    "idx_bad_gzip": Case("train-labels-idx1-ubyte.gz", setup=_bad_gzip),
+    "idx_empty": Case("test split: no images", setup=_fashion(_empty)),
+    "idx_bad_gzip": Case("train-labels-idx1-ubyte.gz: cannot read it", setup=_bad_gzip),
     # an image manifest (README "Your own images")
     "manifest_path_outside_root": _in_manifest(
-        "lies outside the dataset root", _set(3, "image", "../../../etc/hostname")
+        "image path '../../../etc/hostname' lies outside the dataset root",
+        _set(3, "image", "../../../etc/hostname"),
     ),
     "manifest_absolute_path": _in_manifest(
-        "lies outside the dataset root", _set(3, "image", "/etc/hostname")
+        "image path '/etc/hostname' lies outside the dataset root",
+        _set(3, "image", "/etc/hostname"),
     ),
     "manifest_missing_image": _in_manifest(
-        "does not exist", _set(5, "image", "images/nope.png")
+        "image 'images/nope.png' does not exist", _set(5, "image", "images/nope.png")
     ),
     "manifest_not_an_image": Case(
         "cannot read image", setup=_not_an_image, base="manifest"
@@ -323,14 +359,14 @@ CASES: dict[str, Case] = {
         nodes=("predict_test",),
     ),
     "checkpoint_of_another_program": Case(
-        "checkpoint format",
+        "checkpoint format None is not 3",
         setup=_save(str(MODELS / "multitask_checkpoint.pt"), _resnet_state()),
         base="prepared",
         pipeline="evaluation",
         nodes=("predict_test",),
     ),
     "checkpoint_with_code": Case(
-        "weights_only",
+        "holds Python objects other than tensors",
         setup=_save(str(MODELS / "multitask_checkpoint.pt"), {"model": _Anything()}),
         base="prepared",
         pipeline="evaluation",
@@ -348,13 +384,13 @@ CASES: dict[str, Case] = {
         pipeline="multitask_training",
     ),
     "transfer_checkpoint_missing": Case(
-        "does not exist",
+        "nope.pt' does not exist",
         {"transfer": {"checkpoint": "data/01_raw/nope.pt"}},
         base="prepared",
         pipeline="weight_transfer",
     ),
     "transfer_checkpoint_of_another_model": Case(
-        "transfer",
+        "nothing transferable: no target tensor found a source of its shape",
         {"transfer": {"checkpoint": "data/01_raw/resnet.pt"}},
         _save("data/01_raw/resnet.pt", _resnet_state()),
         base="prepared",
@@ -369,7 +405,7 @@ CASES: dict[str, Case] = {
         pipeline="multitask_training",
     ),
     "progress_file_damaged": Case(
-        "training_progress.pt",
+        "delete it, or run with --params training.resume=false",
         {"transfer": {"enabled": False}},
         _write(str(MODELS / "training_progress.pt"), b"\x00" * 100),
         base="prepared",
@@ -532,3 +568,21 @@ def _builds(project: Path) -> dict[str, set[str]]:
     folder = project / "data/smoke/05_model_input"
     return {file.name: {entry["build"] for entry in torch.load(file, weights_only=True).values()}
             for file in sorted(folder.glob("*.pt"))}  # fmt: skip
+
+
+def test_the_catalogue_in_docs_lists_every_case_with_its_message():
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]]
+            for line in DOC.read_text().splitlines()
+            if line.startswith("| ") and line.rstrip().endswith("` |")]  # fmt: skip
+    assert len(rows) >= 30
+    listed = {}
+    for _, seen, test in rows:
+        case = re.fullmatch(r"`test_bad_input\[(\w+)\]`", test)
+        if case:
+            listed[case.group(1)] = seen.replace("`", "")
+            continue
+        path, name = test.strip("`").split("::")
+        assert f"def {name}(" in (ROOT / path).read_text(), test
+    assert set(listed) == set(CASES)
+    for name, seen in listed.items():
+        assert CASES[name].expect in seen, name

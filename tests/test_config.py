@@ -8,6 +8,7 @@ from multitask_cnn.config import (
     ConfigError,
     TrainingConfig,
     effective_parameters,
+    parameter_origin,
     parse,
     parse_tasks,
     source_class_names,
@@ -168,3 +169,26 @@ def test_readme_parameter_table_matches_the_schema_defaults():
     assert set(documented) == set(flat)
     for name, value in flat.items():
         assert yaml.safe_load(documented[name]) == value, name
+
+
+def test_a_bad_value_is_named_with_where_it_came_from():
+    origin = parameter_origin(
+        {"training": {"lr": -1}},
+        [("conf/smoke/parameters.yml", {"training": {"epochs": "two"}}),
+         ("conf/base/parameters.yml", {"training": {"epochs": 15, "lr": 1e-3},
+                                       "tasks": TASKS})],
+    )  # fmt: skip
+    assert origin("training.lr") == "from --params"
+    assert origin("training.epochs") == "from conf/smoke/parameters.yml"
+    assert origin("tasks") == origin("tasks.left") == "from conf/base/parameters.yml"
+    assert origin("model") is None and origin("training.l") is None
+    with pytest.raises(ConfigError) as raised:
+        validate_parameters(
+            {"tasks": TASKS, "training": {"lr": -1, "epochs": "two"}}, origin
+        )
+    assert str(raised.value).splitlines()[1:] == [
+        "  - parameter 'training.epochs' (from conf/smoke/parameters.yml): Input should "
+        "be a valid integer, unable to parse string as an integer (got 'two')",
+        "  - parameter 'training.lr' (from --params): Input should be greater than 0 "
+        "(got -1)",
+    ]

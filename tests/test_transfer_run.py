@@ -113,7 +113,7 @@ def test_transfer_from_a_file_that_is_not_a_checkpoint_names_it(project_copy):
     (project_copy / "data/01_raw").mkdir(parents=True)
     (project_copy / "data/01_raw/weights.pt").write_text("not weights")
     _run(project_copy, ["data_prep"])
-    with pytest.raises(Exception, match=r"weights.pt' is not a checkpoint"):
+    with pytest.raises(Exception, match=r"weights.pt is not a file torch.save wrote"):
         _run(
             project_copy,
             ["weight_transfer"],

@@ -14,6 +14,7 @@ weightings, optimizers, data sources); nothing in the library imports it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -72,6 +73,7 @@ PARAMETER_FILES = {
 }
 
 M = TypeVar("M", bound="BaseModel")
+Origin = Callable[[str], str | None]  # a dotted key -> where its value came from
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -592,7 +594,9 @@ def source_class_names(spec: TaskSpec, task: str) -> list[str]:
     return spec.display_classes(info.class_names if info else None)
 
 
-def _format_error(error: ValidationError, prefix: str) -> str:
+def _format_error(
+    error: ValidationError, prefix: str, origin: Origin | None = None
+) -> str:
     lines = []
     for item in error.errors():
         loc = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
@@ -602,19 +606,28 @@ def _format_error(error: ValidationError, prefix: str) -> str:
         elif "input" in item and not isinstance(item["input"], dict):
             message += f" (got {item['input']!r})"
         if loc:
-            where = PARAMETER_FILES.get(loc.split(".")[0], "conf/base/parameters*.yml")
-            lines.append(f"  - parameter '{loc}' ({where} or --params): {message}")
+            where = origin(loc) if origin else None
+            if where is None:
+                usual = PARAMETER_FILES.get(
+                    loc.split(".")[0], "conf/base/parameters*.yml"
+                )
+                where = f"{usual} or --params"
+            lines.append(f"  - parameter '{loc}' ({where}): {message}")
         else:  # a check across groups; its message names the keys
             lines.append(f"  - {message}")
     return "Invalid parameters:\n" + "\n".join(lines)
 
 
-def parse(model: type[M], params: dict[str, Any], key: str = "") -> M:
-    """Validate ``params`` (the ``key`` group) into ``model`` or raise :class:`ConfigError`."""
+def parse(
+    model: type[M], params: dict[str, Any], key: str = "", origin: Origin | None = None
+) -> M:
+    """Validate ``params`` (the ``key`` group) into ``model`` or raise
+    :class:`ConfigError`; ``origin`` names where a key's value came from (else the
+    file the key usually lives in)."""
     try:
         return model.model_validate(params or {})
     except ValidationError as error:
-        raise ConfigError(_format_error(error, key)) from None
+        raise ConfigError(_format_error(error, key, origin)) from None
 
 
 class _TasksOnly(_Strict):
@@ -649,9 +662,29 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def validate_parameters(params: dict[str, Any]) -> ProjectParameters:
+def validate_parameters(
+    params: dict[str, Any], origin: Origin | None = None
+) -> ProjectParameters:
     """Validate the whole parameter tree; raises :class:`ConfigError`."""
-    return parse(ProjectParameters, params)
+    return parse(ProjectParameters, params, origin=origin)
+
+
+def parameter_origin(
+    runtime: dict[str, Any], files: list[tuple[str, dict[str, Any]]]
+) -> Origin:
+    """Where a dotted key's value came from: ``from --params`` (``runtime``), else the
+    first of ``files`` (``(name, parameters)``, highest precedence first: the run's env
+    before base) that sets it or a key under it; None when none does."""
+    sources = [("from --params", flatten(runtime))]
+    sources += [(f"from {name}", flatten(tree)) for name, tree in files]
+
+    def origin(loc: str) -> str | None:
+        for name, flat in sources:
+            if any(key == loc or key.startswith(f"{loc}.") for key in flat):
+                return name
+        return None
+
+    return origin
 
 
 def effective_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -17,12 +17,19 @@ from typing import Any
 
 import mlflow
 import torch
+import yaml
 from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from mlflow.tracking import MlflowClient
 
-from multitask_cnn.config import ConfigError, flatten, validate_parameters
+from multitask_cnn.config import (
+    ConfigError,
+    Origin,
+    flatten,
+    parameter_origin,
+    validate_parameters,
+)
 from multitask_cnn.errors import DataFileError, install_excepthook
 from multitask_cnn.io.run_lock import RunLock
 from multitask_cnn.provenance import git_state
@@ -177,6 +184,21 @@ class RunLockHook:
             self._lock.release()
 
 
+def _origins(context) -> Origin:
+    """Where each parameter of this run came from: ``--params``, then the env's
+    parameter files, then base's (the order the config loader merges them in)."""
+    loader = context.config_loader
+    root = Path(loader.conf_source)
+    files = []
+    for env in dict.fromkeys((context.env or loader.default_run_env, loader.base_env)):
+        folder = root / env
+        for path in sorted(folder.glob("parameters*.yml")) if env else []:
+            tree = yaml.safe_load(path.read_text())
+            if isinstance(tree, dict):
+                files.append((str(path.relative_to(root.parent)), tree))
+    return parameter_origin(loader.runtime_params or {}, files)
+
+
 class ValidateParametersHook:
     """Check the whole parameter tree once, before any node (or MLflow run) starts,
     then give every ``params:`` input its effective value (defaults filled in), so
@@ -191,7 +213,7 @@ class ValidateParametersHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        params = validate_parameters(context.params)
+        params = validate_parameters(context.params, _origins(context))
         self._effective = params.effective()
         for key, device in (("training.device", params.training.device),
                             ("evaluation.device", params.evaluation.device)):  # fmt: skip

@@ -4,9 +4,11 @@ head and loss see only its own source's rows; epochs as configured."""
 import pytest
 import torch
 
+from multitask_cnn.errors import UserError
 from multitask_cnn.models import build_model
 from multitask_cnn.tasks import TaskSpec, kinds_of
 from multitask_cnn.training import (
+    BatchSizeError,
     Budget,
     ChainedSource,
     FusedSource,
@@ -126,3 +128,19 @@ def test_sources_with_other_image_shapes_are_refused_naming_them():
         task_splits(inputs, stats, TASKS, "train")
     with pytest.raises(ValueError, match="no source 'digits'"):
         task_splits({"multifashion": inputs["multifashion"]}, stats, TASKS, "train")
+
+
+def test_a_batch_larger_than_its_source_is_refused():
+    splits = _sources()  # A: 100 train rows, B: 30
+    budget = Budget(epochs=1, batch_size=16, eval_batch_size=64, optimizer="adam", lr=3e-3,
+                    weight_decay=0.0, momentum=0.9, patience=5, min_delta=0.0, seed=0,
+                    source_batch_size={"B": 40})  # fmt: skip
+    with pytest.raises(BatchSizeError) as raised:
+        train_model(
+            lambda: build_model(TASKS, "lenet"), TASKS, splits, splits, CPU, budget
+        )
+    assert str(raised.value).startswith(
+        "batch size 40 is larger than the 30 train rows of source 'B': lower "
+        "training.batch_size (or training.fusion.batch_size"
+    )
+    assert isinstance(raised.value, UserError)

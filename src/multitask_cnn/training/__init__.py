@@ -2,7 +2,7 @@
 and its state."""
 
 from .device import resolve_device
-from .driver import Budget, WarmStart, train_model
+from .driver import BatchSizeError, Budget, WarmStart, train_model
 from .loop import (
     Freeze,
     GracefulStop,
@@ -31,6 +31,7 @@ from .state import TrainState
 from .strategies import WEIGHTINGS, Strategy, get_weighting
 
 __all__ = [
+    "BatchSizeError",
     "Budget",
     "Freeze",
     "GracefulStop",
