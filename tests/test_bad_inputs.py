@@ -231,6 +231,10 @@ CASES: dict[str, Case] = {
         "parameter 'training.lr' (from --params): Input should be greater than 0 (got 0)",
         {"training": {"lr": 0}},
     ),
+    "lr_zero_in_a_sub_folder": Case(
+        "parameter 'training.lr' (from conf/smoke/parameters/extra.yaml): Input should",
+        setup=_write("conf/smoke/parameters/extra.yaml", b"training:\n  lr: 0\n"),
+    ),
     "lr_zero_in_the_env_s_file": Case(
         "parameter 'training.lr' (from conf/smoke/parameters.yml): Input should be",
         setup=_set_in("conf/smoke/parameters.yml", "training", "lr", 0),
@@ -251,6 +255,11 @@ CASES: dict[str, Case] = {
     "val_split_empty": Case(
         "leaves 0 val and 4 train composites",
         {"data_prep": {"n_train": 4, "val_fraction": 0.1}},
+    ),
+    "num_classes_against_the_labels": Case(
+        "task 'left' (multiclass, 5 classes): label 'left' of 'multifashion' has 10 "
+        "classes; use kind: multiclass with num_classes: 10",
+        {"tasks": {"left": {"num_classes": 5}}},
     ),
     "unknown_key": Case("parameter 'training.lrr'", {"training": {"lrr": 0.1}}),
     "unknown_strategy": Case(
@@ -493,13 +502,14 @@ def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-def _fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` to the last byte."""
+def _fill(folder: Path, leave: int) -> None:
+    """Fill the file system of ``folder`` to the last byte, then free ``leave`` bytes."""
     with open(folder / "filler", "wb", buffering=0) as filler:
         for size in (65536, 512, 1):
             with contextlib.suppress(OSError):
                 while True:
                     filler.write(b"\0" * size)
+    os.truncate(folder / "filler", os.path.getsize(folder / "filler") - leave)
 
 
 def _contents(folder: Path) -> dict[str, str]:
@@ -529,12 +539,16 @@ def prepared(bases, tmp_path, monkeypatch) -> Path:
 def test_a_full_disk_stops_the_run_and_keeps_the_earlier_model_input(prepared):
     model_input = prepared / "data/smoke/05_model_input"
     with _tmpfs(model_input, "8m"):
-        _fill(model_input)
+        _fill(model_input, leave=2 << 20)  # model_input_train.pt needs 3.5 MB
+        builds = _builds(prepared)
         found, before = _fault(prepared)
         after = _contents(prepared / "data")
+        assert _builds(prepared) == builds  # whole files, of the one build
     assert "no space left on the disk of" in str(found)
     assert "keeps its previous content, and no partial file is left" in str(found)
-    assert after == before  # the old model input, whole; no temporary file left
+    assert after.keys() == before.keys()  # no temporary file left
+    # (a smaller file of the same build may have been written before the full one)
+    assert _unchanged_outside(before, after, "05_model_input")
 
 
 def test_a_read_only_output_folder_stops_the_run_and_changes_nothing(prepared):
@@ -559,9 +573,16 @@ def test_a_file_where_an_output_folder_should_be_stops_the_run(prepared):
     # the same build (torch.save stamps each file, so the bytes differ)
     assert _builds(prepared) == builds
     assert after.keys() == before.keys()
-    assert {k: v for k, v in after.items() if "05_model_input" not in k} == {
-        k: v for k, v in before.items() if "05_model_input" not in k
-    }
+    assert _unchanged_outside(before, after, "05_model_input")
+
+
+def _unchanged_outside(
+    before: dict[str, str], after: dict[str, str], folder: str
+) -> bool:
+    def outside(files: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in files.items() if folder not in k}
+
+    return outside(after) == outside(before)
 
 
 def _builds(project: Path) -> dict[str, set[str]]:

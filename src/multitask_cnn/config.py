@@ -135,15 +135,15 @@ class DataPrepConfig(_Strict):
         """MultiFashion's val composites (the rest of ``n_train`` are train ones)."""
         return int(round(self.val_fraction * self.n_train))
 
-    @model_validator(mode="after")
-    def _both_splits(self) -> DataPrepConfig:
+    def check_val_share(self) -> None:
+        """MultiFashion's val share leaves composites in both splits (checked only when
+        MultiFashion is read)."""
         if not 1 <= self.n_val() < self.n_train:
             raise ValueError(
                 f"data_prep.val_fraction={self.val_fraction} of data_prep.n_train="
                 f"{self.n_train} leaves {self.n_val()} val and "
                 f"{self.n_train - self.n_val()} train composites; each needs at least one"
             )
-        return self
 
     max_shift: NonNegativeInt = 4  # each item moves up to this many px inwards
     seed: NonNegativeInt = 0  # one independent stream per purpose is derived from it
@@ -462,9 +462,13 @@ class ProjectParameters(_Strict):
 
     @model_validator(mode="after")
     def _batch_fits_the_data(self) -> ProjectParameters:
-        """A batch is no larger than MultiFashion's train split (the sizes of other
-        sources are known once their data is read: the training checks them)."""
-        if not any(spec.source == "multifashion" for spec in self.tasks.values()):
+        """MultiFashion's splits are not empty, and a batch is no larger than its train
+        split (the sizes of other sources are known once their data is read: the
+        training checks them)."""
+        tasks_read = any(spec.source == "multifashion" for spec in self.tasks.values())
+        if tasks_read or self.pretraining.source == "multifashion":
+            self.data_prep.check_val_share()
+        if not tasks_read:
             return self
         rows = self.data_prep.n_train - self.data_prep.n_val()
         given = self.training.fusion.batch_size.get("multifashion")
@@ -674,13 +678,14 @@ def parameter_origin(
 ) -> Origin:
     """Where a dotted key's value came from: ``from --params`` (``runtime``), else the
     first of ``files`` (``(name, parameters)``, highest precedence first: the run's env
-    before base) that sets it or a key under it; None when none does."""
+    before base) that sets it (or the value holding it); None when none does, and for a
+    group (``tasks``, ``model``) whose check spans keys that may come from several."""
     sources = [("from --params", flatten(runtime))]
     sources += [(f"from {name}", flatten(tree)) for name, tree in files]
 
     def origin(loc: str) -> str | None:
         for name, flat in sources:
-            if any(key == loc or key.startswith(f"{loc}.") for key in flat):
+            if any(key == loc or loc.startswith(f"{key}.") for key in flat):
                 return name
         return None
 

@@ -8,6 +8,7 @@ pluggy calls the latest first), so its run is active in ``before_pipeline_run``.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import platform
@@ -186,14 +187,19 @@ class RunLockHook:
 
 def _origins(context) -> Origin:
     """Where each parameter of this run came from: ``--params``, then the env's
-    parameter files, then base's (the order the config loader merges them in)."""
+    parameter files, then base's (the order the config loader merges them in), found
+    with the loader's own patterns."""
     loader = context.config_loader
     root = Path(loader.conf_source)
+    patterns = loader.config_patterns["parameters"]
     files = []
-    for env in dict.fromkeys((context.env or loader.default_run_env, loader.base_env)):
-        folder = root / env
-        for path in sorted(folder.glob("parameters*.yml")) if env else []:
-            tree = yaml.safe_load(path.read_text())
+    envs = (context.env or loader.default_run_env, loader.base_env)
+    for env in [e for e in dict.fromkeys(envs) if e]:
+        found = {Path(name) for pattern in patterns  # as Kedro globs them
+                 for name in glob.glob(str(root / env / pattern), recursive=True)
+                 if Path(name).is_file() and Path(name).suffix in (".yml", ".yaml", ".json")}  # fmt: skip
+        for path in sorted(found):
+            tree = yaml.safe_load(path.read_text())  # JSON is YAML too
             if isinstance(tree, dict):
                 files.append((str(path.relative_to(root.parent)), tree))
     return parameter_origin(loader.runtime_params or {}, files)
@@ -213,7 +219,14 @@ class ValidateParametersHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        params = validate_parameters(context.params, _origins(context))
+        try:
+            params = validate_parameters(context.params)
+        except ConfigError as error:
+            try:  # again, naming where each bad value came from
+                origin = _origins(context)
+            except Exception:  # noqa: BLE001 - never hide the error itself
+                raise error from None
+            params = validate_parameters(context.params, origin)
         self._effective = params.effective()
         for key, device in (("training.device", params.training.device),
                             ("evaluation.device", params.evaluation.device)):  # fmt: skip
@@ -263,8 +276,9 @@ class DataBuildHook:
                 raise DataFileError(
                     f"{dataset_name} and {first} (source {source!r}) come from different "
                     "data_prep runs; a data_prep that stopped part-way (interrupted, a "
-                    "full disk) leaves such a mix. Rebuild them: kedro run --pipeline "
-                    "data_prep (with this run's --env)"
+                    "full disk) leaves such a mix, and so do files an older version of "
+                    "this project wrote. Rebuild them: kedro run --pipelines data_prep "
+                    "(with this run's --env)"
                 )
 
 

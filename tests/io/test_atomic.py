@@ -1,3 +1,4 @@
+import errno
 import os
 import stat
 import subprocess
@@ -6,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from multitask_cnn.io.atomic import atomic_path, remove_stale_temp_files
+from multitask_cnn.io.atomic import (
+    OutputWriteError,
+    atomic_path,
+    remove_stale_temp_files,
+)
 
 
 @pytest.fixture
@@ -124,3 +129,18 @@ def test_paths_may_be_strings(tmp_path):
         assert isinstance(temp, Path)
         temp.write_text("ok")
     assert (tmp_path / "x.txt").read_text() == "ok"
+
+
+def test_an_error_about_another_file_is_left_as_it_is(tmp_path):
+    target = tmp_path / "x.bin"
+    with pytest.raises(PermissionError):  # e.g. the writer read a file it may not
+        with atomic_path(target) as temp:
+            raise PermissionError(errno.EACCES, "Permission denied", "/etc/shadow")
+    with pytest.raises(OutputWriteError) as raised:  # about the file being written
+        with atomic_path(target) as temp:
+            raise PermissionError(errno.EACCES, "Permission denied", str(temp))
+    assert str(raised.value).startswith(
+        f"cannot write {target}: {tmp_path} is not writable (Permission denied); "
+        "earlier outputs are unchanged."
+    )
+    assert os.listdir(tmp_path) == []

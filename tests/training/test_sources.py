@@ -254,3 +254,14 @@ def test_fused_training_trains_and_validates_each_task_on_its_own_source():
     assert record["val.loss"] == pytest.approx(
         record["val.digit.loss"] + record["val.left.loss"]
     )
+
+
+def test_a_model_depends_on_its_sources_statistics_not_on_the_data_prep_build():
+    from multitask_cnn.training.sources import used_stats
+
+    specs = {"left": TaskSpec(kind="multiclass", num_classes=10)}
+    stats = {"multifashion": {"mean": 0.2, "std": 0.3, "targets": {}, "build": "ab12"},
+             "digits": {"mean": 0.1, "std": 0.2, "targets": {}, "build": "ab12"}}  # fmt: skip
+    assert used_stats(stats, specs) == {
+        "multifashion": {"mean": 0.2, "std": 0.3, "targets": {}}
+    }

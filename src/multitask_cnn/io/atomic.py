@@ -149,8 +149,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(temp)
         os.replace(temp, target)
     except BaseException as error:
+        # classified while the temporary file still holds what fitted: its removal
+        # frees that space again
+        wrapped = (_write_error(target, error, temp)
+                   if isinstance(error, Exception) else None)  # fmt: skip
         temp.unlink(missing_ok=True)
-        wrapped = _write_error(target, error) if isinstance(error, Exception) else None
         if wrapped is None:
             raise
         raise wrapped from error
@@ -175,14 +178,24 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
-def _write_error(target: Path, error: BaseException) -> OutputWriteError | None:
-    """``error`` as a user error when it says the disk or folder refused the write (a
-    writer such as ``torch.save`` reports a full disk as a ``RuntimeError``: then the
-    free space decides); None for any other error."""
+def _write_error(
+    target: Path, error: BaseException, temp: Path | None = None
+) -> OutputWriteError | None:
+    """``error`` as a user error when it says the disk or a folder refused this write
+    (a writer such as ``torch.save`` reports a full disk as a ``RuntimeError``: then
+    the free space decides); None for any other error, such as one about another file
+    the writer read."""
     code = getattr(error, "errno", None)
+    name = getattr(error, "filename", None)
+    path = None if name is None else Path(name)
+    is_temp = path is not None and (path == temp or _temp_pattern(target).fullmatch(path.name)
+                                    is not None and path.parent == target.parent)  # fmt: skip
+    if path is not None and not is_temp and path not in {target, *target.parents}:
+        return None  # about another file
+    shown = target.parent if path is None or is_temp else path
     free = _free_bytes(target.parent)
-    kept = ("; earlier outputs are unchanged" if not target.exists()
-            else f"; {target.name} keeps its previous content")  # fmt: skip
+    kept = (f"; {target.name} keeps its previous content" if os.path.exists(target)
+            else "; earlier outputs are unchanged")  # fmt: skip
     low = code is None and free is not None and free < _LOW
     if code in _NO_ROOM or (low and isinstance(error, RuntimeError)):
         return OutputWriteError(
@@ -192,15 +205,14 @@ def _write_error(target: Path, error: BaseException) -> OutputWriteError | None:
         )
     if code in _NOT_WRITABLE:
         return OutputWriteError(
-            f"cannot write {target}: {error.filename or target.parent} is not writable "
-            f"({error.strerror}){kept}. Make it writable for this user (or point data_root "
-            "in conf/<env>/globals.yml elsewhere) and rerun"
+            f"cannot write {target}: {shown} is not writable ({error.strerror}){kept}. "
+            "Make it writable for this user (or point data_root in "
+            "conf/<env>/globals.yml elsewhere) and rerun"
         )
     if code in _NOT_A_FOLDER:
         return OutputWriteError(
-            f"cannot write {target}: {error.filename or target.parent} is in the way "
-            "of a folder on its "
-            f"path ({error.strerror}){kept}. Move it aside and rerun"
+            f"cannot write {target}: {shown} is in the way of a folder on its path "
+            f"({error.strerror}){kept}. Move it aside and rerun"
         )
     return None
 

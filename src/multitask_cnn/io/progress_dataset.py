@@ -18,6 +18,11 @@ from .atomic import atomic_path
 
 __all__ = ["TrainProgress", "TrainProgressDataset"]
 
+_START_OVER = (
+    "it is the saved progress of an interrupted training: delete it, or run with "
+    "--params training.resume=false, to start over"
+)
+
 
 class TrainProgress:
     """The progress file at ``path``: :meth:`read` (None when there is none),
@@ -30,13 +35,13 @@ class TrainProgress:
     def read(self) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        try:
-            return load_weights_only(self.path)
-        except DataFileError as error:
+        progress = load_weights_only(self.path, fix=_START_OVER)
+        if not isinstance(progress, dict):
             raise DataFileError(
-                f"{error}. It is the saved progress of an interrupted training: delete "
-                "it, or run with --params training.resume=false, to start over"
-            ) from None
+                f"{self.path} holds {type(progress).__name__}, not saved progress; "
+                f"{_START_OVER}"
+            )
+        return progress
 
     def write(self, progress: Mapping[str, Any]) -> None:
         with atomic_path(self.path) as temp:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from kedro.io import DatasetError
 
+from multitask_cnn.errors import DataFileError
 from multitask_cnn.models.checkpoint import load_weights_only
 
 from .atomic import AtomicFileDataset
@@ -82,7 +83,7 @@ def _dereference(data: Any, folder: Path) -> Any:
         if _MEMMAP in data:
             target = folder / data[_MEMMAP]
             if not target.is_file():
-                raise DatasetError(
+                raise DataFileError(
                     f"{target} (an image cache the model input refers to) is missing: "
                     "rerun data_prep"
                 )
@@ -91,7 +92,7 @@ def _dereference(data: Any, folder: Path) -> Any:
                 list(mapped.shape) != data["shape"]
                 or str(mapped.dtype) != data["dtype"]
             ):
-                raise DatasetError(
+                raise DataFileError(
                     f"{target} holds {mapped.dtype} {mapped.shape}, the model input "
                     f"expects {data['dtype']} {tuple(data['shape'])}: rerun data_prep"
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,31 +34,36 @@ CHECKPOINT_FORMAT = 3  # 2: one data source; 1: before the checkpoint described 
 _COMPARED = ("kind", "num_classes", "source", "label")
 
 
-def load_weights_only(path: str | os.PathLike[str]) -> Any:
+_FIX = (
+    "rerun the pipeline that writes it, or point its catalog entry or parameter at the "
+    "right file"
+)
+
+
+def load_weights_only(path: str | os.PathLike[str], fix: str = _FIX) -> Any:
     """What ``torch.save`` wrote to ``path``, loaded onto the CPU with
     ``weights_only=True`` (tensors, numbers, strings and containers; nothing that could
     run code). A file that is not one, or holds other objects, raises
-    :class:`DataFileError` naming it."""
+    :class:`DataFileError` naming it, and ``fix``: what to do about it. An error of
+    the file system or of memory is left as it is."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (MemoryError, OSError):
+        raise
     except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
         text = str(error)
-        if "Unsupported global" in text:  # pickled objects: refused, not run
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:  # pickled objects: refused, not run
             raise DataFileError(
                 f"{path} holds Python objects other than tensors, numbers and "
-                "containers; refused (weights_only=True: loading it could run code). "
-                "Save tensors and plain dicts with torch.save"
+                f"containers ({found.group(1)}); refused (weights_only=True: loading it "
+                f"could run code). Save tensors and plain dicts with torch.save; {fix}"
             ) from None
         reason = text.partition("WeightsUnpickler error:")[2].strip() or text
-        raise _unreadable(path, reason or type(error).__name__) from None
-
-
-def _unreadable(path: str | os.PathLike[str], reason: str) -> DataFileError:
-    return DataFileError(
-        f"{path} is not a file torch.save wrote, or it is damaged "
-        f"({reason.splitlines()[0][:200]}); rerun the pipeline that writes it, or "
-        "point its catalog entry or parameter at the right file"
-    )
+        reason = (reason or type(error).__name__).splitlines()[0][:200]
+        raise DataFileError(
+            f"{path} is not a file torch.save wrote, or it is damaged ({reason}); {fix}"
+        ) from None
 
 
 class CheckpointMismatchError(UserError, ValueError):
@@ -93,7 +99,8 @@ def check_checkpoint(
     """Refuse a checkpoint of another format, trained for other tasks (kinds, classes,
     labels), or on data normalised otherwise than ``normalisation``; naming each
     difference. Returns the task spec it was trained with (heads are built from it)."""
-    version = checkpoint.get("format_version")
+    version = (checkpoint.get("format_version")
+               if isinstance(checkpoint, Mapping) else None)  # fmt: skip
     if version != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
             f"checkpoint format {version!r} is not {CHECKPOINT_FORMAT}; it was written by "

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from multitask_cnn.errors import DataFileError
 from multitask_cnn.tasks import TaskSpec
 
 __all__ = [
@@ -188,7 +189,7 @@ def task_splits(
             ("normalisation statistics have", normalisation),
         ):
             if source not in found:
-                raise ValueError(
+                raise DataFileError(
                     f"the {where + ' ' if where else ''}{name} no source {source!r} "
                     f"(only {sorted(found)}): rerun data_prep (`kedro run --pipelines data_prep`)"
                 )
@@ -199,7 +200,7 @@ def task_splits(
                 continue
             name = spec.label_name(task)
             if name not in data["labels"]:
-                raise ValueError(
+                raise DataFileError(
                     f"task {task!r}: source {source!r} has no label {name!r} in the model "
                     f"input; it has {sorted(data['labels'])}: rerun data_prep, or fix "
                     "the task's `label:`"
@@ -215,7 +216,7 @@ def task_splits(
                                float(stats["std"]), scaling)  # fmt: skip
     shapes = {source: split.image_shape for source, split in splits.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError(
+        raise DataFileError(
             f"the tasks' sources have images of different shapes {shapes} (C, H, W); "
             "one model needs one shape: set the manifest's channels and size like the "
             "canvas (data_prep.canvas_size)"
@@ -231,7 +232,9 @@ def used_stats(
     used: dict[str, dict[str, Any]] = {}
     for task, spec in specs.items():
         stats = normalisation[spec.source]
-        entry = used.setdefault(spec.source, {k: v for k, v in stats.items() if k != "targets"}
+        # (not the data_prep build: data the model never reads changes it)
+        entry = used.setdefault(spec.source, {k: v for k, v in stats.items()
+                                              if k not in ("targets", "build")}
                                 | {"targets": {}})  # fmt: skip
         target = stats.get("targets", {}).get(spec.label_name(task))
         if target is not None and not spec.task_kind.is_classifier:

@@ -33,6 +33,7 @@ from multitask_cnn.data.multifashion import (
 )
 from multitask_cnn.data.sources import SOURCES
 from multitask_cnn.data.tensors import image_stats, labelled, to_model_input
+from multitask_cnn.errors import DataFileError
 from multitask_cnn.io import ImageManifest
 from multitask_cnn.provenance import fingerprint
 from multitask_cnn.seeds import numpy_generator
@@ -101,6 +102,7 @@ def compose_splits(
     ):
         logger.info("No task reads MultiFashion: not composed")
         return {}
+    config.check_val_share()
     n_val = config.n_val()
     logger.info("Composing MultiFashion from %s", fashion_mnist.source)
     train_pool, val_pool = train_val_pools(
@@ -229,13 +231,13 @@ def compute_normalisation(
         try:
             pixels = image_stats(train["images"])
         except ValueError as error:
-            raise ValueError(f"source {source!r}: {error}") from None
+            raise DataFileError(f"source {source!r}: {error}") from None
         targets = {}
         for name, labels in train["labels"].items():
             if np.issubdtype(labels.dtype, np.floating):
                 values = labels[labelled(labels)].astype(np.float64)
                 if len(values) == 0:
-                    raise ValueError(
+                    raise DataFileError(
                         f"source {source!r}: label {name!r} has no value in the train split"
                     )
                 std = float(values.std())

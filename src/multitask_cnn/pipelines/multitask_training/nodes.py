@@ -72,8 +72,12 @@ def train_multitask_model(
         model_config
     )
     start = warm_start(initial_state, specs, model_config, config.seed, transfer_config)
-    input_fingerprint = {"train": fingerprint({s: model_input_train[s] for s in train}),
-                         "val": fingerprint({s: model_input_val[s] for s in val})}  # fmt: skip
+    # the images and labels read (not the data_prep build: other data changes it)
+    input_fingerprint = {
+        split: fingerprint({s: {k: m[s][k] for k in ("images", "labels")} for s in read})
+        for split, m, read in (("train", model_input_train, train),
+                               ("val", model_input_val, val))
+    }  # fmt: skip
     identity = _progress_identity(specs, model_config, config, transfer_config, start,
                                   input_fingerprint)  # fmt: skip
     with resumable(training_progress, identity, enabled=config.resume) as resumed:
