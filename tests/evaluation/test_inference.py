@@ -1,0 +1,54 @@
+"""A checkpoint's Predictor answers, on raw images, what the evaluation pipeline
+predicts on the same images."""
+
+import numpy as np
+import pytest
+import torch
+
+from multitask_cnn.evaluation.inference import Predictor
+from multitask_cnn.pipelines.evaluation.nodes import predict_test
+from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
+
+TRAINING = {"epochs": 1, "batch_size": 64, "seed": 3, "device": "cpu"}
+MODEL = {"backbone": "lenet", "backbone_args": {"input_size": 36}}
+
+
+@pytest.fixture(scope="module")
+def trained(model_inputs, normalisation_stats):
+    tasks = {"left": {"kind": "multiclass", "num_classes": 10},
+             "right": {"kind": "multiclass", "num_classes": 10}}  # fmt: skip
+    checkpoint, _, _ = train_multitask_model(
+        model_inputs[0], model_inputs[1], normalisation_stats, tasks, MODEL, TRAINING,
+        {}, None, {"enabled": False},
+    )  # fmt: skip
+    return checkpoint, tasks
+
+
+def test_the_predictor_answers_what_the_evaluation_predicts(
+    trained, model_inputs, normalisation_stats
+):
+    checkpoint, tasks = trained
+    test = model_inputs[2]
+    evaluated = predict_test(
+        checkpoint, test, normalisation_stats, tasks, {"device": "cpu"}
+    )
+    images = test["multifashion"]["images"].numpy()  # uint8 (N, 1, 36, 36)
+    predictor = Predictor(checkpoint)
+    answers = predictor.predict(images, batch_size=100)
+    for task in tasks:
+        np.testing.assert_array_equal(answers[task], evaluated[task]["y_pred"])
+    # (N, H, W) and whole numbers of another type are the same images
+    again = predictor.predict(images[:, 0].astype(np.int64))
+    np.testing.assert_array_equal(again["left"], answers["left"])
+    assert predictor.class_names("left")[:2] == ["T-shirt/top", "Trouser"]
+
+
+def test_images_the_model_cannot_take_are_named(trained):
+    predictor = Predictor(trained[0])
+    with pytest.raises(ValueError, match=r"images of shape \(1, 28, 28\) \(C, H, W\); "
+                                         r"the model takes \(1, 36, 36\)"):  # fmt: skip
+        predictor.predict(np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="whole pixel values 0..255"):
+        predictor.predict(np.full((2, 36, 36), 0.5))
+    with pytest.raises(ValueError, match="unknown source 'digits'"):
+        predictor.predict(torch.zeros((2, 36, 36), dtype=torch.uint8), source="digits")
