@@ -52,3 +52,29 @@ def test_images_the_model_cannot_take_are_named(trained):
         predictor.predict(np.full((2, 36, 36), 0.5))
     with pytest.raises(ValueError, match="unknown source 'digits'"):
         predictor.predict(torch.zeros((2, 36, 36), dtype=torch.uint8), source="digits")
+
+
+def test_the_registered_model_answers_by_alias_with_class_names(
+    trained, model_inputs, normalisation_stats, tmp_path, monkeypatch
+):
+    import mlflow
+
+    from multitask_cnn.serving import log_multitask_model
+
+    checkpoint, tasks = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    images = model_inputs[2]["multifashion"]["images"].numpy()[:50]
+    with mlflow.start_run():
+        info = log_multitask_model(checkpoint, images[:2], "multitask-cnn-test")
+    assert info.registered_model_version == 1
+    loaded = mlflow.pyfunc.load_model("models:/multitask-cnn-test@candidate")
+    answers = loaded.predict(images)
+    assert list(answers.columns) == ["left", "right"] and len(answers) == 50
+    predictor = Predictor(checkpoint)
+    evaluated = predictor.predict(images)
+    for task in tasks:
+        names = predictor.class_names(task)
+        assert answers[task].tolist() == [names[i] for i in evaluated[task]]
+    assert list(loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [
+        -1, 1, 36, 36
+    ]  # fmt: skip

@@ -1,0 +1,83 @@
+"""The multi-task model as an MLflow model: raw images in, one column per task out.
+
+:func:`log_multitask_model` logs a checkpoint with MLflow's models-from-code
+(``model_code.py`` is the model's code; the checkpoint is an artifact read with
+``weights_only=True``, so loading the model unpickles nothing), registers it and gives
+the new version an alias. ``mlflow.pyfunc.load_model("models:/<name>@candidate")`` and
+``mlflow models serve`` then answer with the evaluation pipeline's predictions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+
+from multitask_cnn.evaluation.inference import Predictor
+from multitask_cnn.models.checkpoint import load_weights_only
+
+__all__ = ["MODEL_CODE", "MultiTaskPyfunc", "answer", "log_multitask_model"]
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+
+
+def answer(
+    predictor: Predictor, images: Any, source: str | None = None
+) -> pd.DataFrame:
+    """One row per image, one column per task: the class name for a classifier, the
+    value (in the label's units) for regression."""
+    columns = {}
+    for task, values in predictor.predict(images, source).items():
+        names = predictor.class_names(task)
+        columns[task] = ([names[int(v)] for v in values] if names is not None
+                         else values.astype(np.float64))  # fmt: skip
+    return pd.DataFrame(columns)
+
+
+class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow's face of :class:`Predictor`; ``params={"source": ...}`` picks the
+    source the images come from when the tasks read several."""
+
+    def load_context(self, context) -> None:
+        self._predictor = Predictor(load_weights_only(context.artifacts["checkpoint"]))
+
+    def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's API
+        return answer(
+            self._predictor, np.asarray(model_input), (params or {}).get("source")
+        )
+
+
+def log_multitask_model(
+    checkpoint: dict[str, Any],
+    input_example: np.ndarray,
+    registered_model_name: str | None = None,
+    alias: str | None = "candidate",
+    name: str = "multitask_model",
+) -> ModelInfo:
+    """Log ``checkpoint`` into the active MLflow run as a pyfunc model (with a
+    signature and ``input_example``: uint8 images ``(N, C, H, W)``), register it under
+    ``registered_model_name`` (None: not registered) and point ``alias`` at the new
+    version."""
+    output = answer(Predictor(checkpoint), input_example)
+    signature = infer_signature(input_example, output)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "checkpoint.pt"
+        torch.save(checkpoint, path)
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(MODEL_CODE), artifacts={"checkpoint": str(path)},
+            signature=signature, input_example=input_example,
+            registered_model_name=registered_model_name,
+        )  # fmt: skip
+    if registered_model_name and alias:
+        MlflowClient().set_registered_model_alias(
+            registered_model_name, alias, info.registered_model_version
+        )
+    return info
