@@ -365,6 +365,10 @@ class TransferConfig(_Strict):
 class EvaluationConfig(_Strict):
     batch_size: PositiveInt = 1024
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # the multi-task model as an MLflow model (README "The model in MLflow")
+    log_model: bool = True
+    registered_model_name: str | None = "multitask-cnn"  # None: logged, not registered
+    model_alias: str | None = "candidate"  # given to the new version
 
 
 class ProjectParameters(_Strict):

@@ -11,6 +11,7 @@ from .fashion_mnist_dataset import FashionMNISTDataset
 from .figures_dataset import FiguresDataset
 from .image_manifest_dataset import ImageManifest, ImageManifestDataset
 from .json_dataset import JSONDataset
+from .mlflow_model_dataset import MultiTaskModelDataset
 from .progress_dataset import TrainProgress, TrainProgressDataset
 from .provenance_dataset import ProvenanceDataset
 from .text_dataset import TextDataset
@@ -25,6 +26,7 @@ __all__ = [
     "ImageManifest",
     "ImageManifestDataset",
     "JSONDataset",
+    "MultiTaskModelDataset",
     "OutputWriteError",
     "ProvenanceDataset",
     "TextDataset",

@@ -50,9 +50,8 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
         self._predictor = Predictor(load_weights_only(context.artifacts["checkpoint"]))
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's API
-        return answer(
-            self._predictor, np.asarray(model_input), (params or {}).get("source")
-        )
+        source = (params or {}).get("source") or None  # "": the only source
+        return answer(self._predictor, np.asarray(model_input), source)
 
 
 def log_multitask_model(
@@ -67,7 +66,7 @@ def log_multitask_model(
     ``registered_model_name`` (None: not registered) and point ``alias`` at the new
     version."""
     output = answer(Predictor(checkpoint), input_example)
-    signature = infer_signature(input_example, output)
+    signature = infer_signature(input_example, output, params={"source": ""})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "checkpoint.pt"
         torch.save(checkpoint, path)

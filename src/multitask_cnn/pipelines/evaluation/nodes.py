@@ -494,3 +494,20 @@ def _comparison_figure(
     costs.set(title="Cost, multi-task ÷ single-task (1 = equal)", xlabel="ratio")
     figure.tight_layout()
     return figure
+
+
+def package_model(
+    multitask_checkpoint: dict[str, Any],
+    model_input_test: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """What the ``multitask_model`` dataset logs into MLflow: the checkpoint, an input
+    example (two test images of the first task's source, uint8 ``(2, C, H, W)``) and
+    where to register it; ``log: false`` when ``evaluation.log_model`` is off."""
+    config = parse(EvaluationConfig, evaluation, "evaluation")
+    source = next(iter(parse_tasks(tasks).values())).source
+    images = np.asarray(model_input_test[source]["images"][:2])
+    return {"log": config.log_model, "checkpoint": multitask_checkpoint,
+            "input_example": images, "registered_model_name": config.registered_model_name,
+            "alias": config.model_alias}  # fmt: skip

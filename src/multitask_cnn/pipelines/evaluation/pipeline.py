@@ -7,6 +7,7 @@ from .nodes import (
     comparison_to_mlflow_metrics,
     compute_baseline_metrics,
     compute_task_metrics,
+    package_model,
     plot_confusion_matrices,
     plot_report,
     predict_baselines,
@@ -45,6 +46,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "test_metrics",
                 name="to_mlflow_metrics",
             ),
+            Node(
+                package_model,
+                [
+                    "multitask_checkpoint",
+                    "model_input_test",
+                    "params:tasks",
+                    "params:evaluation",
+                ],
+                "multitask_model",
+                name="package_model",
+            ),  # fmt: skip
             Node(
                 predict_baselines,
                 ["baseline_checkpoints", *TEST],
