@@ -10,7 +10,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install data run smoke lint test ui promote dag notebook airflow airflow-dag airflow-test airflow-ui clean
+.PHONY: help install data run smoke lint test ui serve promote dag notebook airflow airflow-dag airflow-test airflow-ui clean
 
 # Airflow 3 lives in its own venv: apache-airflow 3.3.2 needs fastapi<0.137 and the
 # project's lock has 0.165.0 (requirements-airflow.lock is the same lock with Airflow).
@@ -48,6 +48,10 @@ lint: install  ## ruff check and ruff format --check (pinned in requirements.loc
 
 test: install airflow data lint  ## lint, then the test suite (with the Airflow venv for the DAG tests); PYTEST_ARGS="-k name" to select
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: install  ## serve the registered model on http://127.0.0.1:5001/invocations: make serve [ALIAS=champion]
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)}" \
+	$(BIN)/mlflow models serve -m "models:/multitask-cnn@$(or $(ALIAS),candidate)" --env-manager local -h 127.0.0.1 -p 5001
 
 promote: install  ## point an alias of the registered model at a version: make promote VERSION=3 [ALIAS=champion]
 	$(BIN)/python scripts/promote_model.py --version $(VERSION) --alias $(or $(ALIAS),champion)

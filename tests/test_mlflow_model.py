@@ -4,7 +4,14 @@ loaded by that alias it answers, on raw test images, the checkpoint's prediction
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -18,6 +25,46 @@ from multitask_cnn.io import TorchDataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(uri: str, model: str, images: list) -> list[dict]:
+    """``mlflow models serve`` on loopback: its answer to one /invocations request."""
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent  # it execs uvicorn from the venv
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, "mlflow models serve ended"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered /ping"
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": images}).encode(),
+            {"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_a_run_registers_the_model_and_its_alias_answers_per_task(project_copy):
@@ -50,6 +97,10 @@ def test_a_run_registers_the_model_and_its_alias_answers_per_task(project_copy):
     for task in ("left", "right"):
         names = predictor.class_names(task)
         assert answers[task].tolist() == [names[i] for i in expected[task]]
+
+    # served on loopback, it answers the same over HTTP
+    served = _serve(uri, "models:/mt-smoke@candidate", images[:8].tolist())
+    assert served == answers.iloc[:8].to_dict("records")
 
     # `make promote`: champion is moved by hand
     sys.path.insert(0, str(ROOT / "scripts"))
