@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,11 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     assert tags["git.commit"] == commit
     assert tags["git.dirty"] == "false"  # data/ and mlflow.db are git-ignored
     assert tags["torch.version"].startswith("2.14.1")
+    lock = (project_copy / "requirements.lock").read_bytes()
+    assert tags["requirements.lock.sha256"] == hashlib.sha256(lock).hexdigest()
+    test = torch.load(project_copy / "data/smoke/05_model_input/model_input_test.pt",
+                      weights_only=True)  # fmt: skip
+    assert tags["data.build.multifashion"] == test["multifashion"]["build"]
     assert (
         tags["checkpoint.run_id"] == run.info.run_id
     )  # evaluation used this run's model

@@ -9,6 +9,7 @@ pluggy calls the latest first), so its run is active in ``before_pipeline_run``.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import platform
@@ -271,6 +272,8 @@ class DataBuildHook:
             return
         for source, entry in data.items():
             build = entry.get("build") if isinstance(entry, dict) else None
+            if source not in self._seen and build and mlflow.active_run() is not None:
+                mlflow.set_tag(f"data.build.{source}", build)  # the data it read
             first, first_build = self._seen.setdefault(source, (dataset_name, build))
             if build != first_build:
                 raise DataFileError(
@@ -383,6 +386,8 @@ class ReproducibilityHook:
         lock = project_path / "requirements.lock"
         if lock.is_file():
             mlflow.log_artifact(str(lock), "environment")
+            digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+            mlflow.set_tag("requirements.lock.sha256", digest)
 
 
 def _is_mlflow_artifact(dataset: Any) -> bool:
