@@ -78,3 +78,32 @@ def test_the_registered_model_answers_by_alias_with_class_names(
     assert list(loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [
         -1, 1, 36, 36
     ]  # fmt: skip
+
+
+def test_a_fused_model_answers_for_the_source_it_is_told():
+    from multitask_cnn.models import build_model
+    from multitask_cnn.serving import answer
+    from multitask_cnn.tasks import TaskSpec
+
+    tasks = {"left": {"kind": "multiclass", "num_classes": 10},
+             "digit": {"kind": "multiclass", "num_classes": 10, "source": "digits"}}  # fmt: skip
+    specs = {t: TaskSpec(**s) for t, s in tasks.items()}
+    args = {"input_size": 36}
+    stats = {"mean": 0.2, "std": 0.3, "targets": {}}
+    checkpoint = {
+        "config": {
+            "tasks": tasks,
+            "model": {"backbone": "lenet", "backbone_args": args},
+        },
+        "model": build_model(specs, "lenet", backbone_args=args).state_dict(),
+        "normalisation": {"multifashion": stats, "digits": stats},
+    }  # (untrained: only which heads answer matters here)
+    predictor = Predictor(checkpoint)
+    images = np.random.default_rng(0).integers(0, 256, (3, 36, 36))
+    assert list(answer(predictor, images).columns) == [
+        "left"
+    ]  # the first task's source
+    digits = answer(predictor, images, "digits")
+    assert list(digits.columns) == ["digit"] and set(digits["digit"]) <= set(
+        "0123456789"
+    )

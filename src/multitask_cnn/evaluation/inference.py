@@ -68,7 +68,7 @@ class Predictor:
     def predict(
         self, images: Any, source: str | None = None, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
-        """Per task of ``source`` (default: the only source), one answer per image."""
+        """Per task of ``source`` (default: the first task's), one answer per image."""
         source = self._source(source)
         pixels = _pixels(images)
         stats = self.normalisation[source]
@@ -94,11 +94,6 @@ class Predictor:
 
     def _source(self, source: str | None) -> str:
         if source is None:
-            if len(self.sources) > 1:
-                raise ValueError(
-                    f"the model's tasks read several sources {self.sources}; say which "
-                    "one the images come from"
-                )
             return self.sources[0]
         if source not in self.sources:
             raise ValueError(
