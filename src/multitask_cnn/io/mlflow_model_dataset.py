@@ -8,8 +8,6 @@ from typing import Any, NoReturn
 
 from kedro.io import AbstractDataset, DatasetError
 
-from multitask_cnn.serving import log_multitask_model
-
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +22,10 @@ class MultiTaskModelDataset(AbstractDataset[dict[str, Any], NoReturn]):
                 "The model is not logged to MLflow (evaluation.log_model: false)"
             )
             return
+        # imported here: importing the io package (the run lock, a dataset) does not
+        # load MLflow's pyfunc machinery
+        from multitask_cnn.serving import log_multitask_model
+
         info = log_multitask_model(data["checkpoint"], data["input_example"],
                                    data["registered_model_name"], data["alias"])  # fmt: skip
         if data["registered_model_name"]:
