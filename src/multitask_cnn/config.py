@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.data.sources import SOURCES, source_class_names
 from multitask_cnn.errors import UserError
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.models.transfer import Rename, TransferMapping
@@ -594,12 +594,6 @@ def _kind_hint(n_classes: int | None) -> str:
     if n_classes == 2:
         return "use kind: binary (or multiclass with num_classes: 2)"
     return f"use kind: multiclass with num_classes: {n_classes}"
-
-
-def source_class_names(spec: TaskSpec, task: str) -> list[str]:
-    """The class names to show for ``task`` in reports."""
-    info = SOURCES.get(spec.source).labels.get(spec.label_name(task))
-    return spec.display_classes(info.class_names if info else None)
 
 
 def _format_error(

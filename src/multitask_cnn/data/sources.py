@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multitask_cnn.registry import Registry
+from multitask_cnn.tasks import TaskSpec
 
 from .digits import CLASSES as DIGIT_CLASSES
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 
-__all__ = ["SOURCES", "LabelInfo", "SourceInfo"]
+__all__ = ["SOURCES", "LabelInfo", "SourceInfo", "source_class_names"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,9 @@ SOURCES.register("manifest")(
         labels_from_spec=True,
     )
 )
+
+
+def source_class_names(spec: TaskSpec, task: str) -> list[str]:
+    """The class names to show for ``task`` (a classifier) in reports and answers."""
+    info = SOURCES.get(spec.source).labels.get(spec.label_name(task))
+    return spec.display_classes(info.class_names if info else None)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from multitask_cnn.data.sources import SOURCES
+from multitask_cnn.data.sources import source_class_names
 from multitask_cnn.models import build_model
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.training import Split, in_turn, predict
@@ -62,8 +62,7 @@ class Predictor:
         spec = self.specs[task]
         if not spec.task_kind.is_classifier:
             return None
-        info = SOURCES.get(spec.source).labels.get(spec.label_name(task))
-        return spec.display_classes(info.class_names if info else None)
+        return source_class_names(spec, task)
 
     def predict(
         self, images: Any, source: str | None = None, batch_size: int = 256
