@@ -269,7 +269,7 @@ def test_one_dag_run_is_one_mlflow_run_with_what_kedro_run_logs(project_copy):
     tags = dag_run.data.tags
     assert dag_run.info.run_name.startswith("multitask-cnn-smoke manual__")
     assert tags["airflow.dag_id"] == tags["schedule"] == "multitask-cnn-smoke"
-    assert tags["kedro_command"] == "kedro run --pipeline=__default__ --env=smoke"
+    assert tags["kedro_command"] == "kedro run --env=smoke"
     assert "node_names" not in tags
 
     # the same pipeline by `kedro run` logs the same metrics, parameters and artifacts

@@ -61,7 +61,7 @@ def _git_commit_all(project: Path) -> str:
 
 def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     commit = _git_commit_all(project_copy)
-    _run(project_copy)
+    _run(project_copy, training={"lr": 0.001})  # the default, given as --params
 
     client = _client(project_copy)
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
@@ -144,6 +144,13 @@ def test_smoke_pipeline_records_everything_in_mlflow(project_copy):
     assert run.data.tags["stl.left.reused"] == "False"
     tags = run.data.tags  # what a teammate needs to repeat the run
     assert tags["kedro.env"] == "smoke"
+    assert tags["kedro_command"] == "kedro run --env=smoke --params=training.lr=0.001"
+    assert json.loads(tags["kedro.params"]) == {"training": {"lr": 0.001}}
+    # named after its pipeline, backbone and strategy
+    assert run.info.run_name == "default · lenet · equal"
+    # the UI opens the experiment as model training, with a description
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "one convolutional network" in experiment.tags["mlflow.note.content"]
     assert tags["git.commit"] == commit
     assert tags["git.dirty"] == "false"  # data/ and mlflow.db are git-ignored
     assert tags["torch.version"].startswith("2.14.1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -34,7 +35,7 @@ from multitask_cnn.config import (
 )
 from multitask_cnn.errors import DataFileError, install_excepthook
 from multitask_cnn.io.run_lock import RunLock
-from multitask_cnn.provenance import git_state
+from multitask_cnn.provenance import git_state, kedro_command
 from multitask_cnn.tracking import check_tracking_server
 from multitask_cnn.training import TrainingStopped, resolve_device
 from multitask_cnn.training.allocator import keep_freed_memory
@@ -330,17 +331,76 @@ class DeterminismHook:
         set_deterministic(False)
 
 
-class ScheduleHook:
-    """A scheduled run (``scripts/scheduled_run.sh``) names its MLflow run after the
-    schedule and the time (``$MULTITASK_CNN_RUN_NAME``) and tags it ``schedule``."""
+class RunNameHook:
+    """Name the MLflow run after what it ran: ``<pipelines> · <backbone> · <strategy>``
+    (e.g. ``default · lenet · equal``; the backbone when the pipeline builds a model,
+    the loss-balancing strategy when it trains the multi-task model), where
+    kedro-mlflow would name it after the pipeline alone. A scheduled run
+    (``scripts/scheduled_run.sh``) is named after the schedule and the time
+    (``$MULTITASK_CNN_RUN_NAME``) and tagged ``schedule``; a name given with
+    ``--params mlflow_run_name=...`` or an existing run (``mlflow_run_id``) is kept."""
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog
+    ) -> None:
+        if mlflow.active_run() is None:
+            return
+        scheduled = os.environ.get("MULTITASK_CNN_RUN_NAME")
+        if scheduled:
+            mlflow.set_tag("mlflow.runName", scheduled)
+            mlflow.set_tag("schedule", os.environ.get("MULTITASK_CNN_SCHEDULE", ""))
+            return
+        runtime = run_params.get("runtime_params") or {}
+        if runtime.get("mlflow_run_name") or runtime.get("mlflow_run_id"):
+            return
+        mlflow.set_tag("mlflow.runName", run_name(run_params, pipeline, catalog))
+
+
+def run_name(run_params: dict[str, Any], pipeline: Pipeline, catalog) -> str:
+    names = run_params.get("pipeline_names") or ["__default__"]
+    parts = ["+".join("default" if n == "__default__" else n for n in names)]
+    if f"{PARAMS_PREFIX}model" in pipeline.inputs():
+        parts.append(str(catalog.load(f"{PARAMS_PREFIX}model")["backbone"]))
+    if any(node.name == "train_multitask_model" for node in pipeline.nodes):
+        parts.append(str(catalog.load(f"{PARAMS_PREFIX}training")["weighting"]))
+    return " · ".join(parts)
+
+
+EXPERIMENT_DESCRIPTION = """\
+**multitask-cnn**: one convolutional network trained for several image tasks at once \
+(shared conv/FC layers, a small head per task), measured against one network per task \
+on parameters, MACs, time and per-task accuracy.
+
+Each run is named `<pipelines> · <backbone> · <loss-balancing strategy>`. Per-task \
+metrics are `test.<task>.accuracy` and `test.<task>.f1_macro` (classification) and \
+`test.<task>.mae` (regression); plots (confusion matrices, learning curves) are under \
+Artifacts › `plots`; the trained model is under Artifacts › `multitask_model` and in the \
+model registry. The tags `kedro_command`, `git.commit` and `requirements.lock.sha256` \
+say how to repeat a run."""
+
+
+class ExperimentViewHook:
+    """The project's MLflow experiment opens in the UI as a model-training experiment
+    (``mlflow.experimentKind``; MLflow 3 otherwise offers its GenAI view) with a
+    description (``mlflow.note.content``), unless someone wrote one already."""
 
     @hook_impl
     def before_pipeline_run(self) -> None:
-        name = os.environ.get("MULTITASK_CNN_RUN_NAME")
-        if mlflow.active_run() is None or not name:
+        run = mlflow.active_run()
+        if run is None:
             return
-        mlflow.set_tag("mlflow.runName", name)
-        mlflow.set_tag("schedule", os.environ.get("MULTITASK_CNN_SCHEDULE", ""))
+        client = MlflowClient()
+        experiment_id = run.info.experiment_id
+        tags = client.get_experiment(experiment_id).tags
+        if tags.get("mlflow.experimentKind") != "custom_model_development":
+            client.set_experiment_tag(
+                experiment_id, "mlflow.experimentKind", "custom_model_development"
+            )
+        if not tags.get("mlflow.note.content"):
+            client.set_experiment_tag(
+                experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION
+            )
 
 
 class HostAllocatorHook:
@@ -365,9 +425,11 @@ def _pipeline_params(pipeline: Pipeline, catalog) -> dict[str, Any]:
 
 class ReproducibilityHook:
     """Tag the MLflow run with the git commit (and whether the tree had uncommitted or
-    untracked files), the Kedro environment, the torch build and device; attach the
-    pinned ``requirements.lock``; log every parameter the pipeline consumes, also
-    those of nodes that ``--only-missing-outputs`` skips."""
+    untracked files), the Kedro environment, the command line that repeats the run
+    (``kedro_command``, with its ``--params``; ``kedro.params`` holds them as JSON),
+    the torch build and device; attach the pinned ``requirements.lock`` and tag its
+    hash; log every parameter the pipeline consumes, also those of nodes that
+    ``--only-missing-outputs`` skips."""
 
     @hook_impl
     def before_pipeline_run(
@@ -388,6 +450,11 @@ class ReproducibilityHook:
             mlflow.log_artifact(str(lock), "environment")
             digest = hashlib.sha256(lock.read_bytes()).hexdigest()
             mlflow.set_tag("requirements.lock.sha256", digest)
+        # kedro-mlflow's kedro_command leaves --env and --params out
+        mlflow.set_tag("kedro_command", kedro_command(run_params))
+        runtime = run_params.get("runtime_params") or {}
+        if runtime:
+            mlflow.set_tag("kedro.params", json.dumps(runtime, sort_keys=True))
 
 
 def _is_mlflow_artifact(dataset: Any) -> bool:

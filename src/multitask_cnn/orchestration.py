@@ -19,6 +19,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
+from multitask_cnn.provenance import kedro_command
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ def run_nodes(
     client.set_tag(
         mlflow_run_id,
         "kedro_command",
-        f"kedro run --pipeline={pipeline_name} --env={env or 'local'}",
+        kedro_command({"env": env, "pipeline_names": [pipeline_name]}),
     )
     if "node_names" in client.get_run(mlflow_run_id).data.tags:
         client.delete_tag(mlflow_run_id, "node_names")

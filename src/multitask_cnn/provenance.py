@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import shlex
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from kedro.utils import find_kedro_project
 
+from multitask_cnn.config import flatten
 from multitask_cnn.errors import UserError
 
 __all__ = [
@@ -110,3 +113,55 @@ def fingerprint(data: Mapping[str, Any]) -> str:
 
     feed(data)
     return digest.hexdigest()
+
+
+# runtime parameters that only say where to log (an Airflow task's shared run): not part
+# of what a teammate reruns
+_LOGGING_PARAMS = ("mlflow_run_id", "mlflow_run_name")
+
+
+def _cli_value(value: Any) -> str:
+    """A ``--params`` value as the Kedro CLI reads it back (OmegaConf's dot list)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def kedro_command(run_params: Mapping[str, Any]) -> str:
+    """The ``kedro run`` command line that repeats a run, from Kedro's ``run_params``:
+    the environment, the pipelines and node selection, and every ``--params`` value
+    (kedro-mlflow's own ``kedro_command`` tag leaves the environment and the
+    parameters out). Quoted for a POSIX shell."""
+    args = ["kedro", "run", f"--env={run_params.get('env') or 'local'}"]
+    lists = {
+        "pipeline_names": "--pipelines", "namespaces": "--namespaces",
+        "node_names": "--nodes", "from_nodes": "--from-nodes", "to_nodes": "--to-nodes",
+        "from_inputs": "--from-inputs", "to_outputs": "--to-outputs", "tags": "--tags",
+    }  # fmt: skip
+    for key, option in lists.items():
+        values = [v for v in run_params.get(key) or [] if v != "__default__"]
+        if values:
+            args.append(f"{option}={','.join(values)}")
+    versions = run_params.get("load_versions") or {}
+    if versions:
+        pairs = ",".join(f"{name}:{version}" for name, version in versions.items())
+        args.append(f"--load-versions={pairs}")
+    runner = run_params.get("runner")
+    if runner and runner not in ("None", "SequentialRunner"):  # "None": the default
+        args.append(f"--runner={runner}")
+    if run_params.get("only_missing_outputs"):
+        args.append("--only-missing-outputs")
+    params = {
+        key: value
+        for key, value in flatten(dict(run_params.get("runtime_params") or {})).items()
+        if key not in _LOGGING_PARAMS
+    }
+    if params:
+        args.append(
+            "--params=" + ",".join(f"{k}={_cli_value(v)}" for k, v in params.items())
+        )
+    return shlex.join(args)

@@ -10,11 +10,12 @@ from multitask_cnn.hooks import (
     CheckpointTagsHook,
     DataBuildHook,
     DeterminismHook,
+    ExperimentViewHook,
     HostAllocatorHook,
     ReproducibilityHook,
     ReusedOutputsHook,
     RunLockHook,
-    ScheduleHook,
+    RunNameHook,
     StoppedRunHook,
     TrackingStoreHook,
     UserErrorsHook,
@@ -60,7 +61,8 @@ HOOKS = (
     DataBuildHook(),
     DeterminismHook(),
     HostAllocatorHook(),
-    ScheduleHook(),
+    RunNameHook(),
+    ExperimentViewHook(),
     StoppedRunHook(),
 )
 

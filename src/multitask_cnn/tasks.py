@@ -172,6 +172,10 @@ class TaskKind:
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor | None:
+        """``(N, n_classes)`` class probabilities of a classifier; None for regression."""
+        return None
+
     def running_sums(
         self, output: torch.Tensor, target: torch.Tensor
     ) -> dict[str, Sums]:
@@ -255,6 +259,9 @@ class Multiclass(TaskKind):
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.argmax(dim=1)
 
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        return output.softmax(dim=1)
+
 
 @_register
 class Binary(TaskKind):
@@ -283,6 +290,10 @@ class Binary(TaskKind):
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return (output > 0).long()
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        yes = output.sigmoid().reshape(-1)
+        return torch.stack([1 - yes, yes], dim=1)
 
     def _fix_hint(self, largest: int) -> str:
         return f"Labels go up to {largest}: use kind: multiclass with num_classes: {largest + 1}."

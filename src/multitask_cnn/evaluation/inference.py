@@ -68,6 +68,13 @@ class Predictor:
         self, images: Any, source: str | None = None, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
         """Per task of ``source`` (default: the first task's), one answer per image."""
+        return self.predict_with_probabilities(images, source, batch_size)[0]
+
+    def predict_with_probabilities(
+        self, images: Any, source: str | None = None, batch_size: int = 256
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """:meth:`predict`'s answers and, per classifier, the ``(N, n_classes)`` class
+        probabilities (columns in class-id order), from one forward pass."""
         source = self._source(source)
         pixels = _pixels(images)
         stats = self.normalisation[source]
@@ -88,8 +95,15 @@ class Predictor:
                 f"{self.image_shape}"
             )
         outputs = predict(self.model, in_turn({source: split}, batch_size), self.device)
-        return {task: split.unscale(task, self.specs[task].task_kind.predict(outputs[task]))
-                .numpy() for task in tasks}  # fmt: skip
+        kinds = {task: self.specs[task].task_kind for task in tasks}
+        answers = {task: split.unscale(task, kinds[task].predict(outputs[task])).numpy()
+                   for task in tasks}  # fmt: skip
+        probabilities = {
+            task: p.numpy()
+            for task in tasks
+            if (p := kinds[task].probabilities(outputs[task])) is not None
+        }
+        return answers, probabilities
 
     def _source(self, source: str | None) -> str:
         if source is None:

@@ -30,28 +30,40 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 
 
 def answer(
-    predictor: Predictor, images: Any, source: str | None = None
+    predictor: Predictor,
+    images: Any,
+    source: str | None = None,
+    probabilities: bool = False,
 ) -> pd.DataFrame:
     """One row per image, one column per task: the class name for a classifier, the
-    value (in the label's units) for regression."""
-    columns = {}
-    for task, values in predictor.predict(images, source).items():
+    value (in the label's units) for regression. With ``probabilities``, each
+    classifier also gets a column per class, ``<task>.p.<class name>``."""
+    values, probs = predictor.predict_with_probabilities(images, source)
+    columns: dict[str, Any] = {}
+    for task, answers in values.items():
         names = predictor.class_names(task)
-        columns[task] = ([names[int(v)] for v in values] if names is not None
-                         else values.astype(np.float64))  # fmt: skip
+        columns[task] = ([names[int(v)] for v in answers] if names is not None
+                         else answers.astype(np.float64))  # fmt: skip
+    if probabilities:
+        for task, table in probs.items():
+            for name, column in zip(predictor.class_names(task), table.T, strict=True):
+                columns[f"{task}.p.{name}"] = column.astype(np.float64)
     return pd.DataFrame(columns)
 
 
 class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow's face of :class:`Predictor`; ``params={"source": ...}`` picks the
-    source the images come from when the tasks read several."""
+    source the images come from when the tasks read several, and
+    ``params={"probabilities": True}`` adds each classifier's class probabilities."""
 
     def load_context(self, context) -> None:
         self._predictor = Predictor(load_weights_only(context.artifacts["checkpoint"]))
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's API
-        source = (params or {}).get("source") or None  # "": the only source
-        return answer(self._predictor, np.asarray(model_input), source)
+        params = params or {}
+        source = params.get("source") or None  # "": the first task's source
+        return answer(self._predictor, np.asarray(model_input), source,
+                      probabilities=bool(params.get("probabilities", False)))  # fmt: skip
 
 
 def log_multitask_model(
@@ -66,7 +78,9 @@ def log_multitask_model(
     ``registered_model_name`` (None: not registered) and point ``alias`` at the new
     version."""
     output = answer(Predictor(checkpoint), input_example)
-    signature = infer_signature(input_example, output, params={"source": ""})
+    signature = infer_signature(
+        input_example, output, params={"source": "", "probabilities": False}
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "checkpoint.pt"
         torch.save(checkpoint, path)
