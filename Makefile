@@ -10,7 +10,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install data run smoke lint test ui serve promote dag notebook airflow airflow-dag airflow-test airflow-ui clean
+.PHONY: help install data run smoke lint test ui serve promote team-server team-server-stop dag notebook airflow airflow-dag airflow-test airflow-ui clean
 
 # Airflow 3 lives in its own venv: apache-airflow 3.3.2 needs fastapi<0.137 and the
 # project's lock has 0.165.0 (requirements-airflow.lock is the same lock with Airflow).
@@ -55,6 +55,12 @@ serve: install  ## serve the registered model on http://127.0.0.1:5001/invocatio
 
 promote: install  ## point an alias of the registered model at a version: make promote VERSION=3 [ALIAS=champion]
 	$(BIN)/python scripts/promote_model.py --version $(VERSION) --alias $(or $(ALIAS),champion)
+
+team-server: install  ## a team MLflow server on http://127.0.0.1:5002 (PostgreSQL store, artifacts in .team_server/) for `kedro run --env team`
+	bash scripts/team_server.sh start
+
+team-server-stop:  ## stop the team MLflow server and its PostgreSQL (runs kept in .team_server/)
+	bash scripts/team_server.sh stop
 
 ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000); ARGS="--env smoke"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)

@@ -58,17 +58,24 @@ def tasks_params() -> dict:
     }
 
 
+def copy_project(folder: Path) -> Path:
+    """The project's configuration copied into ``folder`` (data and MLflow store land
+    there too); the package itself is the installed one."""
+    for name in ("pyproject.toml", ".telemetry", "requirements.lock", ".gitignore"):
+        shutil.copy2(PROJECT_ROOT / name, folder / name)
+    shutil.copytree(PROJECT_ROOT / "conf", folder / "conf",
+                    ignore=shutil.ignore_patterns("local"))  # fmt: skip
+    (folder / "conf" / "local").mkdir()
+    (folder / "data").mkdir()
+    (folder / "src").mkdir()  # bootstrap_project needs it; the package is installed
+    return folder
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in ``tmp_path`` (data and MLflow store
     land there too), with the current directory set to it."""
-    for name in ("pyproject.toml", ".telemetry", "requirements.lock", ".gitignore"):
-        shutil.copy2(PROJECT_ROOT / name, tmp_path / name)
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf",
-                    ignore=shutil.ignore_patterns("local"))  # fmt: skip
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "data").mkdir()
-    (tmp_path / "src").mkdir()  # bootstrap_project needs it; the package is installed
+    copy_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so an earlier session in
     # this process would otherwise send this project's runs to that project's store.

@@ -24,10 +24,21 @@ def _parse(command: str) -> dict:
         ),
         (
             {
+                "env": "smoke",
+                "runner": "<kedro.runner.parallel_runner.ParallelRunner "
+                "object at 0x7f>",
+                "runtime_params": None,
+            },
+            {"env": "smoke", "pipelines": [], "params": {}, "runner": "ParallelRunner"},
+        ),
+        (
+            {
                 "env": None,  # Kedro's default env
                 "pipeline_names": ["pretraining", "multitask_training"],
                 "node_names": ["train_multitask_model"],
                 "only_missing_outputs": True,
+                # what a `kedro run` from the command line records
+                "runner": "<kedro.runner.sequential_runner.SequentialRunner object at 0x7f>",
                 "runtime_params": {
                     "training": {"epochs": 3, "lr": 0.01, "deterministic": True},
                     "tasks": {"shoes": {"label": "foot wear", "kind": "binary"}},
@@ -55,3 +66,4 @@ def test_the_tagged_command_reads_back_to_the_same_run(run_params, expected):
         run_params.get("only_missing_outputs")
     )
     assert parsed["node_names"] == (run_params.get("node_names") or [])
+    assert parsed["runner"] == expected.get("runner")

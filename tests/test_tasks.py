@@ -121,3 +121,18 @@ def test_spec_must_fit_its_kind(spec, message):
 def test_task_names_must_be_usable_in_metric_names(name):
     with pytest.raises(ValueError, match=repr(name)):
         check_task_name(name)
+
+
+def test_classifiers_give_class_probabilities_that_agree_with_their_answer():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+    multiclass = MULTICLASS
+    probs = multiclass.probabilities(logits)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2))
+    assert probs.argmax(dim=1).tolist() == multiclass.predict(logits).tolist()
+    binary = BINARY
+    yes = torch.tensor([-2.0, 0.5])
+    probs = binary.probabilities(yes)  # columns: class 0 (no), class 1 (yes)
+    assert probs.shape == (2, 2)
+    torch.testing.assert_close(probs[:, 1], torch.sigmoid(yes))
+    assert probs.argmax(dim=1).tolist() == binary.predict(yes).tolist() == [0, 1]
+    assert REGRESSION.probabilities(yes) is None

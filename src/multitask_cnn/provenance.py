@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping
@@ -150,8 +151,10 @@ def kedro_command(run_params: Mapping[str, Any]) -> str:
     if versions:
         pairs = ",".join(f"{name}:{version}" for name, version in versions.items())
         args.append(f"--load-versions={pairs}")
-    runner = run_params.get("runner")
-    if runner and runner not in ("None", "SequentialRunner"):  # "None": the default
+    # a class name, "None" (the default) or, from the CLI, an instance's repr
+    runner = re.sub(r"^<(?:\w+\.)*(\w+) object at .*>$", r"\1",
+                    str(run_params.get("runner")))  # fmt: skip
+    if runner not in ("None", "SequentialRunner"):
         args.append(f"--runner={runner}")
     if run_params.get("only_missing_outputs"):
         args.append("--only-missing-outputs")

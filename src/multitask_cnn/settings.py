@@ -50,6 +50,13 @@ def mlflow_artifact_location(dirname: str = "mlruns") -> str | None:
     return (project_root() / dirname).as_uri()
 
 
+def team_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the team server ``make team-server`` starts
+    on this machine (``http://127.0.0.1:$TEAM_SERVER_PORT``, port 5002 by default)."""
+    port = os.environ.get("TEAM_SERVER_PORT", "5002")
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{port}"
+
+
 HOOKS = (
     UserErrorsHook(),
     TrackingStoreHook(),
@@ -79,5 +86,6 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": {
         "mlflow_tracking_uri": mlflow_tracking_uri,
         "mlflow_artifact_location": mlflow_artifact_location,
+        "team_tracking_uri": team_tracking_uri,
     },
 }

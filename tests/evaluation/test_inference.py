@@ -78,6 +78,16 @@ def test_the_registered_model_answers_by_alias_with_class_names(
     assert list(loaded.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [
         -1, 1, 36, 36
     ]  # fmt: skip
+    # asked for, the class probabilities: a column per class, rows summing to 1, the
+    # most likely class the answer
+    full = loaded.predict(images[:5], params={"probabilities": True})
+    left = [f"left.p.{name}" for name in predictor.class_names("left")]
+    assert list(full.columns) == ["left", "right", *left,
+                                  *(f"right.p.{n}" for n in predictor.class_names("right"))]  # fmt: skip
+    np.testing.assert_allclose(full[left].sum(axis=1), 1.0, rtol=1e-5)
+    assert [c.removeprefix("left.p.") for c in full[left].idxmax(axis=1)] == full[
+        "left"
+    ].tolist()
 
 
 def test_a_fused_model_answers_for_the_source_it_is_told():
