@@ -365,6 +365,9 @@ class TransferConfig(_Strict):
 class EvaluationConfig(_Strict):
     batch_size: PositiveInt = 1024
     device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # timed passes per model for the efficiency report's latency and throughput (the
+    # median is reported); fewer in the smoke envs
+    timing_repeats: PositiveInt = 20
     # the multi-task model as an MLflow model (README "The model in MLflow")
     log_model: bool = True
     registered_model_name: str | None = "multitask-cnn"  # None: logged, not registered

@@ -316,7 +316,8 @@ def report_efficiency(
     }
     models = {name: _checkpoint_model(c) for name, c in checkpoints.items()}
     # all models timed in turn, pass by pass (a noisy machine slows them alike)
-    speeds = inference_speeds(models, images, device, batch_size=config.batch_size)
+    speeds = inference_speeds(models, images, device, batch_size=config.batch_size,
+                              repeats=config.timing_repeats)  # fmt: skip
     costs = {name: _model_costs(checkpoints[name], models[name], speeds[name], images, device)
              for name in models}  # fmt: skip
     multitask, single = costs.pop(""), costs
