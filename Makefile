@@ -5,8 +5,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
-# test files run in parallel, a file's tests in one worker (module fixtures start once)
-PYTEST_WORKERS ?= 2
 
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := true
@@ -49,7 +47,7 @@ lint: install  ## ruff check and ruff format --check (pinned in requirements.loc
 	$(BIN)/ruff format --check src tests bench
 
 test: install airflow data lint  ## lint, then the test suite (with the Airflow venv for the DAG tests); PYTEST_ARGS="-k name" to select
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 serve: install  ## serve the registered model on http://127.0.0.1:5001/invocations: make serve [ALIAS=champion]
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath mlflow.db)}" \
@@ -65,6 +63,7 @@ team-server-stop:  ## stop the team MLflow server and its PostgreSQL (runs kept 
 	bash scripts/team_server.sh stop
 
 ui: install  ## browse runs in the MLflow UI (http://127.0.0.1:5000); ARGS="--env smoke"
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (its Model training view)"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)
 
 dag: install  ## the pipeline pictured: kedro-viz's flowchart as docs/pipeline.png (needs Chromium)

@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import empty_mlflow_store
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -437,6 +438,7 @@ def bases(tmp_path_factory) -> dict[str, Path]:
         (project / "conf" / "local").mkdir()
         (project / "data").mkdir()
         (project / "src").mkdir()
+        shutil.copy2(empty_mlflow_store(), project / "mlflow.db")
         made[name] = project
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

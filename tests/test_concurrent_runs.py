@@ -79,6 +79,8 @@ def test_a_checkpoint_written_by_another_run_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
+    # a new store: the four set it up at once too (TrackingStoreHook's lock)
+    (project_copy / "mlflow.db").unlink()
     kedro = str(Path(sys.executable).parent / "kedro")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["COLUMNS"] = "400"  # Kedro's log lines unwrapped

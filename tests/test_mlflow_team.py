@@ -87,7 +87,7 @@ def team_run(team_server, tmp_path_factory):
     """``kedro run --env team`` from a project copy whose team env has the smoke
     sizes (the smoke env's parameters and data folder beside the team mlflow.yml),
     logging and registering the model."""
-    project = copy_project(tmp_path_factory.mktemp("project"))
+    project = copy_project(tmp_path_factory.mktemp("project"), mlflow_store=False)
     for name in ("parameters.yml", "globals.yml"):
         shutil.copy2(project / "conf/smoke" / name, project / "conf/team" / name)
     command = [str(BIN / "kedro"), "run", "--env", "team", "--params",
@@ -258,7 +258,7 @@ def test_the_ui_shows_the_run_its_metrics_and_a_plot_in_chromium(team_run):
 
 
 def test_with_the_server_down_the_run_stops_in_seconds_naming_it(tmp_path):
-    project = copy_project(tmp_path)
+    project = copy_project(tmp_path, mlflow_store=False)
     port = _free_port()  # nothing listens there
     started = time.monotonic()
     result = subprocess.run([str(BIN / "kedro"), "run", "--env", "team"], cwd=project,

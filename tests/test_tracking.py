@@ -28,6 +28,9 @@ def test_a_resume_names_the_killed_run_unless_it_is_this_one(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("t", artifact_location=tmp_path.as_uri())
+    # an earlier test in this process may have left another experiment active
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_experiment(experiment_id=experiment)
     client = MlflowClient(tracking_uri=uri)
     killed = client.create_run(experiment).info.run_id  # left RUNNING by a SIGKILL
     history = [{"epoch": 1, "val.loss": 2.0}, {"epoch": 2, "val.loss": 1.5}]
