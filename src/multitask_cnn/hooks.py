@@ -375,9 +375,9 @@ on parameters, MACs, time and per-task accuracy.
 Each run is named `<pipelines> · <backbone> · <loss-balancing strategy>`. Per-task \
 metrics are `test.<task>.accuracy` and `test.<task>.f1_macro` (classification) and \
 `test.<task>.mae` (regression); plots (confusion matrices, learning curves) are under \
-Artifacts › `plots`; the trained model is under Artifacts › `multitask_model` and in the \
-model registry. The tags `kedro_command`, `git.commit` and `requirements.lock.sha256` \
-say how to repeat a run."""
+Artifacts › `plots`; the trained model is the run's logged model `multitask_model` \
+(a version of it in the model registry). The tags `kedro_command`, `git.commit` and \
+`requirements.lock.sha256` say how to repeat a run."""
 
 
 class ExperimentViewHook:
