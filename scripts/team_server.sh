@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A team MLflow tracking server on this machine, for `kedro run --env team`:
-# a throwaway PostgreSQL cluster in a folder (Debian's `postgresql` package) holds runs,
+# a throwaway PostgreSQL cluster in a folder (Debian's `postgresql` package; reachable only
+# through a Unix socket in that private folder, no TCP) holds runs,
 # metrics and the model registry; a separate folder holds the artifacts, which the
 # server proxies (clients never write there directly); `mlflow server` listens on
 # 127.0.0.1 only.
@@ -10,7 +11,7 @@
 #   scripts/team_server.sh status
 #
 # Settings (environment): TEAM_SERVER_DIR (.team_server: pg/ the cluster, artifacts/,
-# logs), TEAM_SERVER_PORT (5002, MLflow), TEAM_PG_PORT (5433, PostgreSQL), PG_BIN (the
+# logs), TEAM_SERVER_PORT (5002, MLflow), TEAM_PG_PORT (5433, PostgreSQL's socket name), PG_BIN (the
 # newest /usr/lib/postgresql/*/bin). Delete TEAM_SERVER_DIR after `stop` to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,51 +50,20 @@ answers() {  # MLflow's /health answers OK (no curl on a bare machine: the venv'
     "$URI/health" >/dev/null 2>&1
 }
 
-mlflow_running() {
-  [[ -f $DIR/mlflow.pid ]] && kill -0 "$(cat "$DIR/mlflow.pid")" 2>/dev/null
+# the saved PID, if it is still this folder's `mlflow server` (not a PID reused since)
+mlflow_pid() {
+  local pid
+  [[ -f $DIR/mlflow.pid ]] || return 1
+  pid=$(cat "$DIR/mlflow.pid")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--artifacts-destination $DIR/artifacts" \
+    || return 1
+  echo "$pid"
 }
 
-start() {
-  local bin
-  bin=$(pg_bin)
-  [[ -x $MLFLOW ]] || die "$MLFLOW not found; run make install first"
-  if mlflow_running && answers; then
-    echo "team_server: already running at $URI (store: PostgreSQL on 127.0.0.1:$PG_PORT, artifacts: $DIR/artifacts)"
-    return
-  fi
-  mkdir -p "$DIR/artifacts"
-  if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -x "$DIR"; then
-    die "$DIR is not reachable by the postgres user (a parent folder is private); choose TEAM_SERVER_DIR elsewhere"
-  fi
-  if [[ ! -f $DIR/pg/PG_VERSION ]]; then
-    mkdir -p "$DIR/pg"
-    [[ $(id -u) -eq 0 ]] && chown postgres: "$DIR/pg"
-    chmod 700 "$DIR/pg"
-    echo "team_server: creating a PostgreSQL cluster in $DIR/pg" >&2
-    as_pg "$bin/initdb" -D "$DIR/pg" -U mlflow --auth=trust -E UTF8 >"$DIR/initdb.log" 2>&1 \
-      || die "initdb failed; see $DIR/initdb.log"
-  fi
-  if ! as_pg "$bin/pg_ctl" -D "$DIR/pg" status >/dev/null 2>&1; then
-    # -k: its socket in the cluster folder, not /var/run/postgresql
-    as_pg "$bin/pg_ctl" -D "$DIR/pg" -l "$DIR/pg/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $DIR/pg" start >/dev/null \
-      || die "PostgreSQL did not start on 127.0.0.1:$PG_PORT; see $DIR/pg/server.log"
-  fi
-  if ! as_pg "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U mlflow -d postgres -tAc \
-      "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | grep -q 1; then
-    as_pg "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U mlflow mlflow
-  fi
-  if answers; then
-    die "something else already answers at $URI; set TEAM_SERVER_PORT"
-  fi
-  # its own process group, so that stop ends the server's workers with it
-  setsid "$MLFLOW" server \
-    --backend-store-uri "postgresql+psycopg2://mlflow@127.0.0.1:$PG_PORT/mlflow" \
-    --artifacts-destination "$DIR/artifacts" \
-    --host 127.0.0.1 --port "$PORT" --workers 1 \
-    >"$DIR/mlflow.log" 2>&1 </dev/null &
-  echo $! >"$DIR/mlflow.pid"
-  echo "team_server: starting MLflow at $URI (store: PostgreSQL on 127.0.0.1:$PG_PORT, artifacts: $DIR/artifacts)" >&2
+mlflow_running() { mlflow_pid >/dev/null; }
+
+wait_until_up() {
   for _ in $(seq 1 180); do
     if answers; then
       echo "team_server: up at $URI; send runs there with: .venv/bin/kedro run --env team"
@@ -106,11 +76,59 @@ start() {
   die "mlflow server did not answer at $URI within 180 s; see $DIR/mlflow.log"
 }
 
+start() {
+  local bin
+  bin=$(pg_bin)
+  [[ -x $MLFLOW ]] || die "$MLFLOW not found; run make install first"
+  if mlflow_running; then  # up, or still starting: wait for it rather than start another
+    echo "team_server: already started (store: PostgreSQL in $DIR/pg, artifacts: $DIR/artifacts)" >&2
+    wait_until_up
+    return
+  fi
+  mkdir -p "$DIR/artifacts"
+  if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -x "$DIR"; then
+    die "$DIR is not reachable by the postgres user (a parent folder is private); choose TEAM_SERVER_DIR elsewhere"
+  fi
+  if [[ ! -f $DIR/pg/PG_VERSION ]]; then
+    mkdir -p "$DIR/pg"
+    [[ $(id -u) -eq 0 ]] && chown postgres: "$DIR/pg"
+    chmod 700 "$DIR/pg"
+    echo "team_server: creating a PostgreSQL cluster in $DIR/pg" >&2
+    # trust: only through the Unix socket below, in this private (700) folder; no TCP
+    as_pg "$bin/initdb" -D "$DIR/pg" -U mlflow --auth=trust -E UTF8 >"$DIR/initdb.log" 2>&1 \
+      || die "initdb failed; see $DIR/initdb.log"
+  fi
+  if ! as_pg "$bin/pg_ctl" -D "$DIR/pg" status >/dev/null 2>&1; then
+    # no TCP at all (another local user could otherwise log in as the superuser);
+    # -k: its socket in the private cluster folder, not /var/run/postgresql
+    as_pg "$bin/pg_ctl" -D "$DIR/pg" -l "$DIR/pg/server.log" -w -t 60 \
+      -o "-c listen_addresses='' -p $PG_PORT -k '$DIR/pg'" start >/dev/null \
+      || die "PostgreSQL did not start (socket in $DIR/pg); see $DIR/pg/server.log"
+  fi
+  if ! as_pg "$bin/psql" -h "$DIR/pg" -p "$PG_PORT" -U mlflow -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | grep -q 1; then
+    as_pg "$bin/createdb" -h "$DIR/pg" -p "$PG_PORT" -U mlflow mlflow
+  fi
+  if answers; then
+    die "something else already answers at $URI; set TEAM_SERVER_PORT"
+  fi
+  # its own process group, so that stop ends the server's workers with it
+  setsid "$MLFLOW" server \
+    --backend-store-uri "postgresql+psycopg2://mlflow@/mlflow?host=$DIR/pg&port=$PG_PORT" \
+    --artifacts-destination "$DIR/artifacts" \
+    --host 127.0.0.1 --port "$PORT" --workers 1 \
+    >"$DIR/mlflow.log" 2>&1 </dev/null &
+  echo $! >"$DIR/mlflow.pid"
+  echo "team_server: starting MLflow at $URI (store: PostgreSQL in $DIR/pg, artifacts: $DIR/artifacts)" >&2
+  wait_until_up
+}
+
 stop() {
-  if mlflow_running; then
-    kill -TERM -- "-$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
-    for _ in $(seq 1 30); do mlflow_running || break; sleep 1; done
-    mlflow_running && kill -KILL -- "-$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
+  local pid
+  if pid=$(mlflow_pid); then  # setsid made it its group's leader: the group is its own
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$DIR/mlflow.pid"
   if [[ -f $DIR/pg/PG_VERSION ]]; then
