@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import empty_mlflow_store
+from conftest import copy_project
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -430,16 +430,7 @@ def bases(tmp_path_factory) -> dict[str, Path]:
     small image manifest."""
     made = {}
     for name in ("bare", "prepared", "manifest"):
-        project = tmp_path_factory.mktemp(name)
-        for file in ("pyproject.toml", ".telemetry", ".gitignore"):
-            shutil.copy2(ROOT / file, project / file)
-        shutil.copytree(ROOT / "conf", project / "conf",
-                        ignore=shutil.ignore_patterns("local"))  # fmt: skip
-        (project / "conf" / "local").mkdir()
-        (project / "data").mkdir()
-        (project / "src").mkdir()
-        shutil.copy2(empty_mlflow_store(), project / "mlflow.db")
-        made[name] = project
+        made[name] = copy_project(tmp_path_factory.mktemp(name))
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from make_sample_manifest import write_sample

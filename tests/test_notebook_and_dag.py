@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, copy_project
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from PIL import Image
@@ -85,14 +85,8 @@ def test_a_failing_cell_fails_the_run_and_names_it(tmp_path):
 )
 def test_the_pipeline_picture_is_drawn_from_kedro_viz(tmp_path):
     project = tmp_path / "project"
-    for name in ("pyproject.toml", ".telemetry"):
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT_ROOT / name, project / name)
-    shutil.copytree(
-        PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local")
-    )
-    (project / "conf" / "local").mkdir()
-    (project / "src").mkdir()
+    project.mkdir()
+    copy_project(project, mlflow_store=False)
     kedro = Path(sys.executable).parent / "kedro"
     built = subprocess.run([str(kedro), "viz", "build"], cwd=project, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
