@@ -107,6 +107,36 @@ def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def prepared_smoke(tmp_path_factory) -> Path:
+    """A project copy whose smoke data, pretrained backbone and transferred weights are
+    made (data_prep, pretraining and weight_transfer in the smoke env), once."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = copy_project(tmp_path_factory.mktemp("prepared"))
+    with pytest.MonkeyPatch.context() as patch:  # (the session sets MLflow's URI)
+        patch.chdir(project)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="smoke") as session:
+            session.run(pipeline_names=["data_prep", "pretraining", "weight_transfer"])
+    return project
+
+
+@pytest.fixture
+def prepared_project(prepared_smoke: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of :func:`prepared_smoke`'s project with an empty MLflow store, ready for
+    ``kedro run --env smoke --pipelines multitask_training``; the current directory."""
+    project = tmp_path / "project"
+    shutil.copytree(prepared_smoke, project,
+                    ignore=shutil.ignore_patterns("mlflow.db*", "mlruns"))  # fmt: skip
+    shutil.copy2(empty_mlflow_store(), project / "mlflow.db")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return project
+
+
+@pytest.fixture(scope="session")
 def prepared(fashion_mnist_small):
     """Real MultiFashion through data_prep's nodes: ``(model inputs (train, val, test),
     normalisation statistics)``, each keyed by source (900 train / 300 val / 400 test)."""

@@ -77,6 +77,11 @@ def test_a_checkpoint_written_by_another_run_is_refused(tmp_path, monkeypatch):
         hook.after_dataset_loaded("baseline_checkpoints", {"left": kept})
 
 
+# the whole pipeline, smaller than the smoke env: the runs wait for each other
+SMALL = ("training.epochs=1,pretraining.training.epochs=1,data_prep.n_train=1000,"
+         "data_prep.n_test=300,pretraining.n_train=1000,evaluation.timing_repeats=1")  # fmt: skip
+
+
 @pytest.mark.slow
 def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
     # a new store: the four set it up at once too (TrackingStoreHook's lock)
@@ -92,7 +97,7 @@ def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
                 "--env",
                 "smoke",
                 "--params",
-                f"training.seed={seed},training.epochs=1,pretraining.training.epochs=1",
+                f"training.seed={seed},{SMALL}",
             ],
             cwd=project_copy,
             env=env,

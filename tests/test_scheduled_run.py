@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT
 from mlflow.tracking import MlflowClient
-from test_production_runs import PROGRESS, _prepared
+from test_production_runs import PROGRESS
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,8 @@ def test_a_failing_scheduled_run_exits_non_zero_and_shows_why(project_copy):
     assert bad.returncode == 64 and "usage:" in bad.stderr
 
 
-def test_stopping_the_script_stops_the_run_gracefully(project_copy):
-    _prepared(project_copy)
+def test_stopping_the_script_stops_the_run_gracefully(prepared_project):
+    project_copy = prepared_project
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {
         "MULTITASK_CNN_PROJECT": str(project_copy),
