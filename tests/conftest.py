@@ -123,6 +123,47 @@ def prepared_smoke(tmp_path_factory) -> Path:
     return project
 
 
+def git_commit_all(project: Path) -> str:
+    """``project`` made a git repository with everything committed; the commit."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", "-A")
+    git(
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.com",
+        "commit",
+        "-qm",
+        "x",
+    )
+    return git("rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A project copy, committed to git, after one whole ``kedro run --env smoke
+    --params training.lr=0.001`` (in a Kedro session): read it, do not change it
+    (tests/test_run.py checks what it recorded)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = copy_project(tmp_path_factory.mktemp("smoke-run"))
+    git_commit_all(project)
+    with pytest.MonkeyPatch.context() as patch:  # (the session sets MLflow's URI)
+        patch.chdir(project)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="smoke",
+                                 runtime_params={"training": {"lr": 0.001}}) as session:  # fmt: skip
+            session.run()
+    return project
+
+
 @pytest.fixture
 def prepared_project(prepared_smoke: Path, tmp_path: Path, monkeypatch) -> Path:
     """A copy of :func:`prepared_smoke`'s project with an empty MLflow store, ready for

@@ -83,8 +83,8 @@ SMALL = ("training.epochs=1,pretraining.training.epochs=1,data_prep.n_train=1000
 
 
 @pytest.mark.slow
-def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
-    # a new store: the four set it up at once too (TrackingStoreHook's lock)
+def test_three_runs_at_once_all_finish_each_with_its_own_model(project_copy):
+    # a new store: the three set it up at once too (TrackingStoreHook's lock)
     (project_copy / "mlflow.db").unlink()
     kedro = str(Path(sys.executable).parent / "kedro")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -104,14 +104,14 @@ def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
             stdout=(project_copy / f"seed{seed}.log").open("w"),
             stderr=subprocess.STDOUT,
         )
-        for seed in (1, 2, 3, 4)
+        for seed in (1, 2, 3)
     ]
     for (
         process
     ) in runs:  # (logs in files: a full pipe would stall a run that holds the lock)
         process.wait(timeout=900)
-    logs = [(project_copy / f"seed{seed}.log").read_text() for seed in (1, 2, 3, 4)]
-    assert [process.returncode for process in runs] == [0] * 4, logs[0][-3000:]
+    logs = [(project_copy / f"seed{seed}.log").read_text() for seed in (1, 2, 3)]
+    assert [process.returncode for process in runs] == [0] * 3, logs[0][-3000:]
     assert (
         sum("waiting for it to finish" in log for log in logs) >= 2
     )  # they took turns
@@ -119,13 +119,8 @@ def test_four_runs_at_once_all_finish_each_with_its_own_model(project_copy):
     client = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
     recorded = client.search_runs([experiment.experiment_id])
-    assert len(recorded) == 4 and {r.info.status for r in recorded} == {"FINISHED"}
-    assert sorted(r.data.params["training.seed"] for r in recorded) == [
-        "1",
-        "2",
-        "3",
-        "4",
-    ]
+    assert len(recorded) == 3 and {r.info.status for r in recorded} == {"FINISHED"}
+    assert sorted(r.data.params["training.seed"] for r in recorded) == ["1", "2", "3"]
     for run in recorded:  # each evaluated the checkpoint it trained, and logged results
         assert run.data.tags["checkpoint.run_id"] == run.info.run_id
         assert "test.left.accuracy" in run.data.metrics

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from conftest import PROJECT_ROOT, copy_project
 from mlflow.tracking import MlflowClient
 
@@ -33,6 +34,11 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 MODEL = "mt-team"
 RUN_NAME = "default · lenet · equal"
+SMALL = {
+    "data_prep": {"n_train": 1000, "n_test": 300},
+    "pretraining": {"n_train": 1000, "training": {"epochs": 1}},
+    "training": {"epochs": 1},
+}
 # screenshots of the UI, kept as test artifacts (README "The MLflow UI")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", PROJECT_ROOT / "test-artifacts"))
 
@@ -85,11 +91,14 @@ def team_server():
 @pytest.fixture(scope="module")
 def team_run(team_server, tmp_path_factory):
     """``kedro run --env team`` from a project copy whose team env has the smoke
-    sizes (the smoke env's parameters and data folder beside the team mlflow.yml),
-    logging and registering the model."""
+    env's data folder and parameters, smaller (:data:`SMALL`), beside the team
+    mlflow.yml; it logs and registers the model."""
     project = copy_project(tmp_path_factory.mktemp("project"), mlflow_store=False)
-    for name in ("parameters.yml", "globals.yml"):
-        shutil.copy2(project / "conf/smoke" / name, project / "conf/team" / name)
+    shutil.copy2(project / "conf/smoke/globals.yml", project / "conf/team/globals.yml")
+    parameters = yaml.safe_load((project / "conf/smoke/parameters.yml").read_text())
+    for section, values in SMALL.items():  # (smaller than the smoke run: one epoch)
+        parameters[section] = parameters.get(section, {}) | values
+    (project / "conf/team/parameters.yml").write_text(yaml.safe_dump(parameters))
     command = [str(BIN / "kedro"), "run", "--env", "team", "--params",
                f"evaluation.log_model=true,evaluation.registered_model_name={MODEL}"]  # fmt: skip
     result = subprocess.run(command, cwd=project, capture_output=True, text=True,
@@ -111,7 +120,7 @@ def test_the_run_is_on_the_team_server(team_run):
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert params["training.epochs"] == "2" and params["data_prep.n_train"] == "3000"
+    assert params["training.epochs"] == "1" and params["data_prep.n_train"] == "1000"
     assert 0 <= metrics["test.left.accuracy"] <= 1
     assert tags["kedro.env"] == "team"
     assert tags["kedro_command"] == (

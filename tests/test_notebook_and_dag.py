@@ -11,8 +11,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import PROJECT_ROOT, copy_project
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
 from multitask_cnn import pipeline_registry
@@ -28,14 +26,13 @@ def _outputs(notebook: nbformat.NotebookNode, kind: str) -> list:
 
 
 def test_the_notebook_shows_a_finished_run_through_the_catalog(
-    project_copy, monkeypatch
+    smoke_run, tmp_path, monkeypatch
 ):
-    bootstrap_project(project_copy)
-    with KedroSession.create(project_path=project_copy, env="smoke") as session:
-        session.run()
-    (project_copy / "notebooks").mkdir()
+    project_copy = smoke_run
+    (project_copy / "notebooks").mkdir(exist_ok=True)
     shutil.copy2(NOTEBOOK, project_copy / "notebooks" / NOTEBOOK.name)
-    executed = project_copy / "executed.ipynb"
+    executed = tmp_path / "executed.ipynb"
+    monkeypatch.chdir(project_copy)
     monkeypatch.setenv("KEDRO_ENV", "smoke")
     done = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "scripts" / "run_notebook.py"),

@@ -42,37 +42,26 @@ def test_project_root_of_a_non_editable_install(
     assert mlflow_tracking_uri() == "sqlite:////srv/mlflow.db"  # no project needed
 
 
-def test_importing_the_project_leaves_the_matplotlib_backend_alone():
-    import subprocess
-    import sys
-
-    code = (
-        "import matplotlib; matplotlib.use('svg'); "
-        "import multitask_cnn.pipeline_registry, multitask_cnn.settings; "
-        "from multitask_cnn.pipelines.evaluation import nodes; "
-        "print(matplotlib.get_backend())"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "svg"
-
-
-def test_the_project_turns_mlflow_usage_telemetry_off():
-    """MLflow 3 sends usage events from a background thread unless told not to, and
-    reads DO_NOT_TRACK=1 as "track" (it wants "true"): the project's settings say no."""
+def test_importing_the_project_leaves_matplotlib_alone_and_turns_telemetry_off():
+    """Importing the project keeps the matplotlib backend a notebook chose; and MLflow
+    3, which sends usage events from a background thread unless told not to and reads
+    DO_NOT_TRACK=1 as "track" (it wants "true"), is told no by the project's settings.
+    (One fresh interpreter for both: the imports take seconds.)"""
     import os
     import subprocess
     import sys
 
     code = (
+        "import matplotlib; matplotlib.use('svg'); "
         "from mlflow.telemetry.utils import is_telemetry_disabled; "
-        "before = is_telemetry_disabled(); import multitask_cnn.settings; "
-        "print(before, is_telemetry_disabled())"
+        "before = is_telemetry_disabled(); "
+        "import multitask_cnn.pipeline_registry, multitask_cnn.settings; "
+        "from multitask_cnn.pipelines.evaluation import nodes; "
+        "print(matplotlib.get_backend(), before, is_telemetry_disabled())"
     )
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_DISABLE_TELEMETRY", "CI", "PYTEST_CURRENT_TEST")}  # fmt: skip
     env["DO_NOT_TRACK"] = "1"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env=env)  # fmt: skip
-    assert result.stdout.split() == ["False", "True"]
+    assert result.stdout.split() == ["svg", "False", "True"]
