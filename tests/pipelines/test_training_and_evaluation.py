@@ -1,4 +1,6 @@
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,8 +45,7 @@ STATS = {"mean": 0.1, "std": 0.3, "computed_on": "train", "n_images": 900}
 NORMALISATION = {"multifashion": STATS}  # data_prep's statistics, per source
 
 
-@pytest.fixture
-def catalog(model_inputs, tasks_params, tmp_path):
+def _catalog(model_inputs, tasks_params: dict, tmp_path: Path) -> DataCatalog:
     train, val, test = model_inputs
     return DataCatalog({
         "model_input_train": MemoryDataset(train), "model_input_val": MemoryDataset(val),
@@ -70,6 +71,31 @@ def catalog(model_inputs, tasks_params, tmp_path):
         "efficiency_table": TextDataset(str(tmp_path / "efficiency.md")),
         "efficiency_metrics": MemoryDataset(),
     })  # fmt: skip
+
+
+@pytest.fixture
+def catalog(model_inputs, tasks_params, tmp_path):
+    return _catalog(model_inputs, tasks_params, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained_once(model_inputs, tmp_path_factory) -> Path:
+    """A folder with the baselines and the multi-task model trained on the catalog's
+    data, once for the tests that only evaluate them."""
+    folder = tmp_path_factory.mktemp("trained")
+    tasks = {t: {"kind": "multiclass", "num_classes": 10} for t in ("left", "right")}
+    SequentialRunner().run(
+        baselines.create_pipeline() + multitask_training.create_pipeline(),
+        _catalog(model_inputs, tasks, folder),
+    )
+    return folder
+
+
+@pytest.fixture
+def trained(catalog, trained_once, tmp_path):
+    """:func:`catalog`, with what :func:`trained_once` wrote in place."""
+    shutil.copytree(trained_once, tmp_path, dirs_exist_ok=True)
+    return catalog
 
 
 def test_the_efficiency_report_compares_the_models_it_measured(catalog):
@@ -212,11 +238,9 @@ def test_train_then_evaluate_in_memory(catalog, model_inputs):
     ],
 )  # fmt: skip
 def test_evaluation_refuses_a_checkpoint_trained_for_other_tasks(
-    catalog, tasks, expected
+    trained, tasks, expected
 ):
-    SequentialRunner().run(
-        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
-    )
+    catalog = trained
     catalog["params:tasks"] = MemoryDataset(tasks)
     with pytest.raises(CheckpointMismatchError) as error:
         SequentialRunner().run(
@@ -226,10 +250,8 @@ def test_evaluation_refuses_a_checkpoint_trained_for_other_tasks(
         assert line in str(error.value)
 
 
-def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
-    SequentialRunner().run(
-        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
-    )
+def test_evaluation_refuses_test_data_normalised_otherwise(trained):
+    catalog = trained
     catalog["normalisation_stats"] = MemoryDataset(
         {"multifashion": STATS | {"mean": 0.2}}
     )
@@ -242,11 +264,9 @@ def test_evaluation_refuses_test_data_normalised_otherwise(catalog):
 
 
 def test_evaluation_builds_the_heads_the_checkpoint_was_trained_with(
-    catalog, tasks_params
+    trained, tasks_params
 ):
-    SequentialRunner().run(
-        baselines.create_pipeline() + multitask_training.create_pipeline(), catalog
-    )
+    catalog = trained
     wider = {t: spec | {"head_hidden": [32]} for t, spec in tasks_params.items()}
     catalog["params:tasks"] = MemoryDataset(
         wider
