@@ -37,6 +37,7 @@ from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
 from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
+from multitask_cnn.training.precision import fp16_refusal
 
 __all__ = [
     "ConfigError",
@@ -244,6 +245,13 @@ class TrainingConfig(_Strict):
     # gradients on the shared parameters (grad_cos.<a>.<b>); 0 = off
     grad_cos_rows: NonNegativeInt = 0
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    # mixed precision (README "GPUs"): auto = bf16 on a GPU that has it, else fp16
+    # there; fp32 on the CPU | fp32 | bf16 | fp16 (with a gradient scaler)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"  # memory format; auto: on CUDA
+    cudnn_benchmark: bool = (
+        True  # cuDNN times its convolutions (CUDA; not deterministic)
+    )
 
     def budget(self) -> Budget:
         """What the multi-task model and its single-task baselines share."""
@@ -253,8 +261,17 @@ class TrainingConfig(_Strict):
             weight_decay=self.weight_decay, momentum=self.momentum,
             patience=self.early_stopping.patience, min_delta=self.early_stopping.min_delta,
             seed=self.seed, source_batch_size=dict(self.fusion.batch_size),
-            fusion_steps=self.fusion.steps,
+            fusion_steps=self.fusion.steps, precision=self.precision,
+            channels_last=self.channels_last, cudnn_benchmark=self.cudnn_benchmark,
         )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _precision_fits_the_strategy(self) -> TrainingConfig:
+        if self.precision == "fp16":
+            why = fp16_refusal(self.weighting, WEIGHTINGS.get(self.weighting).level)
+            if why:
+                raise ValueError(why)
+        return self
 
     @field_validator("weighting")
     @classmethod

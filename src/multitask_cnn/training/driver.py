@@ -21,6 +21,7 @@ from .allocator import keep_freed_memory
 from .loop import EpochCallback, Freeze, GracefulStop, fit
 from .memory import PeakMemory
 from .optimizers import build_optimizer
+from .precision import resolve_channels_last, resolve_precision
 from .sources import (
     Batch,
     BatchSource,
@@ -60,6 +61,11 @@ class Budget:
     # of an epoch when several sources train together (FusedSource: largest | smallest | N)
     source_batch_size: Mapping[str, int] = field(default_factory=dict)
     fusion_steps: str | int = "largest"
+    # training.precision and training.channels_last, as set (resolved for the device
+    # by train_model: precision.py)
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    cudnn_benchmark: bool = True  # speed only: not part of a model's reuse key
 
     def batch_size_of(self, source: str) -> int:
         return self.source_batch_size.get(source, self.batch_size)
@@ -68,7 +74,7 @@ class Budget:
         """The budget as a model of one source sees it (what its reuse key holds): that
         source's batch size; the fusion settings do not concern it."""
         settings = {k: v for k, v in vars(self).items()
-                    if k not in ("source_batch_size", "fusion_steps")}  # fmt: skip
+                    if k not in ("source_batch_size", "fusion_steps", "cudnn_benchmark")}  # fmt: skip
         return settings | {"batch_size": self.batch_size_of(source)}
 
 
@@ -128,6 +134,14 @@ def train_model(
         _load_warm_start(network, warm_start, set(named))
     network = network.to(device)  # moves the parameters in place: `named` stays valid
     strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
+    precision = resolve_precision(budget.precision, device, weighting, strategy.level)
+    channels_last = resolve_channels_last(budget.channels_last, device)
+    if channels_last:  # (in place too: `named` stays valid)
+        network = network.to(memory_format=torch.channels_last)
+    if device.type == "cuda":  # cuDNN times its algorithms, unless results must repeat
+        torch.backends.cudnn.benchmark = (
+            budget.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled()
+        )
     moved = warm_start.transferred if warm_start is not None else frozenset()
     if moved and warm_start.freeze_epochs and moved >= set(named):
         raise TransferError(
@@ -146,13 +160,14 @@ def train_model(
 
     torch.manual_seed(torch_seed(budget.seed, "dropout"))  # dropout, random weights
     logger.info(
-        "Training %s%d parameters (%d shared stages) on %s: %d train / %d val samples",
+        "Training %s%d parameters (%d shared stages) on %s (%s%s): %d train / %d val samples",
         f"{prefix.rstrip('.')}: " if prefix else "", count_parameters(network),
-        network.shared_stages, device, sum(map(len, train.values())),
+        network.shared_stages, device, precision.name,
+        ", channels-last" if channels_last else "", sum(map(len, train.values())),
         sum(map(len, val.values())),
     )  # fmt: skip
     state, source = (
-        TrainState(network, optimizer, strategy),
+        TrainState(network, optimizer, strategy, scaler=precision.scaler()),
         _train_source(train, budget),
     )
     if resume is not None:
@@ -171,7 +186,8 @@ def train_model(
             probe=_probe(val, probe_rows) if probe_rows else None,
             freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
             if moved and warm_start.freeze_epochs else None,
-            on_checkpoint=on_checkpoint, stop=stop,
+            on_checkpoint=on_checkpoint, stop=stop, precision=precision,
+            channels_last=channels_last,
         )  # fmt: skip
     # a resumed training measured only its last epochs: not its peak
     state.peak_memory_mb, state.peak_memory_method = (

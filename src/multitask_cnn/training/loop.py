@@ -17,6 +17,7 @@ Nothing here writes files or talks to MLflow: ``fit`` reports each epoch through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -34,6 +35,7 @@ from multitask_cnn.models import MultiTaskModel
 from multitask_cnn.tasks import TaskKind
 
 from .diagnostics import gradient_cosines
+from .precision import Precision
 from .sources import Batch, BatchSource
 from .state import TrainState
 from .strategies import Step, Strategy
@@ -197,14 +199,40 @@ def _task_losses(
     }
 
 
+def _images(batch, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        return batch.images.contiguous(memory_format=torch.channels_last)
+    return batch.images
+
+
+def _forward(
+    model: MultiTaskModel, images: torch.Tensor, rows, precision: Precision | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Shared features and task outputs, both float32: the trunk and the heads run
+    under ``precision``'s autocast (precision.py)."""
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        features = model.shared_features(images)
+    features = features.float()  # (the same tensor when it is float32 already)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        outputs = model.task_outputs(features, rows)
+    return features, {task: out.float() for task, out in outputs.items()}
+
+
 def _losses_again(
-    model: MultiTaskModel, kinds: Mapping[str, TaskKind], batch
+    model: MultiTaskModel,
+    kinds: Mapping[str, TaskKind],
+    batch,
+    precision: Precision | None = None,
+    channels_last: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The batch's task losses after the optimizer step (FAMO), in train mode as the
     step's own losses were, with the batch-norm running statistics left as they were."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
-        again = _task_losses(kinds, batch, model(batch.images, batch.rows))
+        _, outputs = _forward(
+            model, _images(batch, channels_last), batch.rows, precision
+        )
+        again = _task_losses(kinds, batch, outputs)
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     return {task: total / count.clamp(min=1) for task, (total, count) in again.items()}
@@ -222,9 +250,16 @@ def train_one_epoch(
     check_every: int | None = None,
     desc: str = "train",
     stop: GracefulStop | None = None,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled
     rows, and ``weight.<task>``, the strategy's task weights averaged over the steps.
+
+    The forward pass runs under ``precision``'s autocast, on channels-last images with
+    ``channels_last``; with ``scaler`` (fp16), the strategy's backward is scaled and the
+    optimizer steps through it (precision.py).
 
     The strategy owns the backward step (:meth:`Strategy.backward`). Raises
     :class:`NonFiniteLossError` when a task's loss is NaN or infinite; the check reads
@@ -247,8 +282,10 @@ def train_one_epoch(
     )  # quiet off a tty
     for step, batch in enumerate(bar, start=1):
         batch = batch.to(device)
-        features = model.shared_features(batch.images)
-        terms = _task_losses(kinds, batch, model.task_outputs(features, batch.rows))
+        features, outputs = _forward(
+            model, _images(batch, channels_last), batch.rows, precision
+        )
+        terms = _task_losses(kinds, batch, outputs)
         losses = {
             task: total / count.clamp(min=1) for task, (total, count) in terms.items()
         }
@@ -267,12 +304,19 @@ def train_one_epoch(
                 last_shared,
                 labelled,
                 shared_frozen=frozen and not shared_params,
+                scale=None if scaler is None else scaler.scale,
             )
         )
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:  # unscales, skips the step if a gradient overflowed, adapts the scale
+            scaler.step(optimizer)
+            scaler.update()
         strategy.after_optimizer_step()
         if strategy.needs_losses_after_step:
-            strategy.after_step(_losses_again(model, kinds, batch))
+            strategy.after_step(
+                _losses_again(model, kinds, batch, precision, channels_last)
+            )
         weights_seen.append(weights)
         if stop is not None and stop.requested:
             where = f"epoch {epoch}, " if epoch is not None else ""
@@ -309,9 +353,12 @@ def evaluate(
     device: torch.device,
     *,
     epoch: int | None = None,
+    precision: Precision | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
-    (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression).
+    (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression); the forward
+    pass as in :func:`train_one_epoch`.
 
     Raises :class:`NonFiniteLossError` when a task's loss over its labelled rows is
     not finite (it must never count as the best epoch)."""
@@ -319,7 +366,9 @@ def evaluate(
     sums = _Sums(device)
     for batch in source:
         batch = batch.to(device)
-        outputs = model(batch.images, batch.rows)
+        _, outputs = _forward(
+            model, _images(batch, channels_last), batch.rows, precision
+        )
         for task, output in outputs.items():
             kind, target = kinds[task], batch.labels[task]
             sums.add(f"{task}.loss", *kind.loss_sums(output, target))
@@ -366,6 +415,8 @@ def fit(
     freeze: Freeze | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     stop: GracefulStop | None = None,
+    precision: Precision | None = None,
+    channels_last: bool = False,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
     ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
@@ -378,6 +429,8 @@ def fit(
     records how many values were frozen in each epoch). ``on_checkpoint`` receives the
     state after every epoch (to save it: a resume continues from there); with ``stop``,
     a stop request ends training after the current step (:class:`TrainingStopped`).
+    ``precision`` and ``channels_last``: see :func:`train_one_epoch` (the gradient
+    scaler, for fp16, is ``state.scaler``).
     """
     model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
@@ -387,13 +440,15 @@ def fit(
         frozen = freeze.apply(epoch) if freeze is not None else None
         train_metrics = train_one_epoch(model, train, kinds, strategy, state.optimizer, device,
                                         epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}",
-                                        stop=stop)  # fmt: skip
+                                        stop=stop, precision=precision, scaler=state.scaler,
+                                        channels_last=channels_last)  # fmt: skip
         weights = {
             k: train_metrics.pop(k)
             for k in list(train_metrics)
             if k.startswith("weight.")
         }
-        val_metrics = evaluate(model, val, kinds, device, epoch=epoch)
+        val_metrics = evaluate(model, val, kinds, device, epoch=epoch,
+                               precision=precision, channels_last=channels_last)  # fmt: skip
         record: dict[str, Any] = {"epoch": epoch}
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}

@@ -61,6 +61,7 @@ class TrainState:
     # set by train_model, not part of the state dict
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16's gradient scaler (precision.py)
 
     def hold_best(self) -> None:
         """Load the best epoch's weights into the model, keeping the last ones aside."""
@@ -110,6 +111,7 @@ class TrainState:
             "stopped_early": self.stopped_early,
             "history": [dict(r) for r in self.history],
             "rng": self.rng,
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -131,6 +133,8 @@ class TrainState:
         )
         self.history = [dict(r) for r in state["history"]]
         self.rng = dict(state["rng"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def restore_rng(self, train: BatchSource) -> None:
         """Put the RNGs and ``train``'s data order back where :attr:`rng` says."""

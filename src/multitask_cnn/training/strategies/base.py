@@ -15,7 +15,7 @@ loop averages them over the epoch and logs them as ``weight.<task>``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -47,6 +47,13 @@ class Step:
         None  # task -> labelled rows in the batch
     )
     shared_frozen: bool = False  # the model shares parameters, all frozen just now
+    # fp16's gradient scaler (GradScaler.scale), applied to the one scalar a loss-level
+    # strategy back-propagates (precision.py); None: no scaling
+    scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def backward_scalar(self, scalar: torch.Tensor) -> None:
+        """Back-propagate ``scalar``, scaled when the step says so."""
+        (scalar if self.scale is None else self.scale(scalar)).backward()
 
 
 def plain_backward(
@@ -58,7 +65,7 @@ def plain_backward(
     values = torch.stack([step.losses[task] for task in tasks])
     if weights is None:
         weights = torch.ones_like(values.detach())
-    (weights * values).sum().backward()
+    step.backward_scalar((weights * values).sum())
     return weights.detach().clone()
 
 
@@ -144,7 +151,7 @@ class LossStrategy(Strategy):
         values = self._fill_unlabelled(self._stack(step.losses), step)
         objective = self.objective(values)
         (weights,) = torch.autograd.grad(objective, values, retain_graph=True)
-        objective.backward()
+        step.backward_scalar(objective)
         return weights.detach()
 
 
