@@ -249,9 +249,12 @@ class TrainingConfig(_Strict):
     # there; fp32 on the CPU | fp32 | bf16 | fp16 (with a gradient scaler)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"  # memory format; auto: on CUDA
-    cudnn_benchmark: bool = (
-        True  # cuDNN times its convolutions (CUDA; not deterministic)
-    )
+    # cuDNN times its convolutions (CUDA; not while deterministic)
+    cudnn_benchmark: bool = True
+    # the training split moved to the GPU once (auto: when it fits in
+    # device_memory_share of the free memory; else pinned host memory)
+    data_on_device: bool | Literal["auto"] = "auto"
+    device_memory_share: float = Field(0.5, gt=0, le=1)
 
     def budget(self) -> Budget:
         """What the multi-task model and its single-task baselines share."""
@@ -263,6 +266,8 @@ class TrainingConfig(_Strict):
             seed=self.seed, source_batch_size=dict(self.fusion.batch_size),
             fusion_steps=self.fusion.steps, precision=self.precision,
             channels_last=self.channels_last, cudnn_benchmark=self.cudnn_benchmark,
+            data_on_device=self.data_on_device,
+            device_memory_share=self.device_memory_share,
         )  # fmt: skip
 
     @model_validator(mode="after")

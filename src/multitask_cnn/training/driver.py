@@ -21,6 +21,7 @@ from .allocator import keep_freed_memory
 from .loop import EpochCallback, Freeze, GracefulStop, fit
 from .memory import PeakMemory
 from .optimizers import build_optimizer
+from .placement import place_split
 from .precision import resolve_channels_last, resolve_precision
 from .sources import (
     Batch,
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 class BatchSizeError(UserError, ValueError):
     """A batch larger than the rows it is drawn from."""
+
+
+SPEED_ONLY = ("cudnn_benchmark", "data_on_device", "device_memory_share")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,10 @@ class Budget:
     # by train_model: precision.py)
     precision: str = "auto"
     channels_last: bool | str = "auto"
-    cudnn_benchmark: bool = True  # speed only: not part of a model's reuse key
+    # speed only, not part of a model's reuse key (SPEED_ONLY)
+    cudnn_benchmark: bool = True
+    data_on_device: bool | str = "auto"  # placement.py
+    device_memory_share: float = 0.5
 
     def batch_size_of(self, source: str) -> int:
         return self.source_batch_size.get(source, self.batch_size)
@@ -74,7 +81,7 @@ class Budget:
         """The budget as a model of one source sees it (what its reuse key holds): that
         source's batch size; the fusion settings do not concern it."""
         settings = {k: v for k, v in vars(self).items()
-                    if k not in ("source_batch_size", "fusion_steps", "cudnn_benchmark")}  # fmt: skip
+                    if k not in ("source_batch_size", "fusion_steps", *SPEED_ONLY)}  # fmt: skip
         return settings | {"batch_size": self.batch_size_of(source)}
 
 
@@ -142,6 +149,9 @@ def train_model(
         torch.backends.cudnn.benchmark = (
             budget.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled()
         )
+    train = {name: place_split(split, device, budget.data_on_device,
+                               budget.device_memory_share)
+             for name, split in train.items()}  # fmt: skip
     moved = warm_start.transferred if warm_start is not None else frozenset()
     if moved and warm_start.freeze_epochs and moved >= set(named):
         raise TransferError(
