@@ -17,7 +17,6 @@ Nothing here writes files or talks to MLflow: ``fit`` reports each epoch through
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -35,7 +34,7 @@ from multitask_cnn.models import MultiTaskModel
 from multitask_cnn.tasks import TaskKind
 
 from .diagnostics import gradient_cosines
-from .precision import Precision
+from .precision import FP32, Precision
 from .sources import Batch, BatchSource
 from .state import TrainState
 from .strategies import Step, Strategy
@@ -206,14 +205,14 @@ def _images(batch, channels_last: bool) -> torch.Tensor:
 
 
 def _forward(
-    model: MultiTaskModel, images: torch.Tensor, rows, precision: Precision | None
+    model: MultiTaskModel, images: torch.Tensor, rows, precision: Precision
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Shared features and task outputs, both float32: the trunk and the heads run
     under ``precision``'s autocast (precision.py)."""
-    with precision.autocast() if precision is not None else contextlib.nullcontext():
+    with precision.autocast():
         features = model.shared_features(images)
     features = features.float()  # (the same tensor when it is float32 already)
-    with precision.autocast() if precision is not None else contextlib.nullcontext():
+    with precision.autocast():
         outputs = model.task_outputs(features, rows)
     return features, {task: out.float() for task, out in outputs.items()}
 
@@ -222,7 +221,7 @@ def _losses_again(
     model: MultiTaskModel,
     kinds: Mapping[str, TaskKind],
     batch,
-    precision: Precision | None = None,
+    precision: Precision = FP32,
     channels_last: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The batch's task losses after the optimizer step (FAMO), in train mode as the
@@ -250,7 +249,7 @@ def train_one_epoch(
     check_every: int | None = None,
     desc: str = "train",
     stop: GracefulStop | None = None,
-    precision: Precision | None = None,
+    precision: Precision = FP32,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
 ) -> dict[str, float]:
@@ -353,7 +352,7 @@ def evaluate(
     device: torch.device,
     *,
     epoch: int | None = None,
-    precision: Precision | None = None,
+    precision: Precision = FP32,
     channels_last: bool = False,
 ) -> dict[str, float]:
     """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
@@ -415,7 +414,7 @@ def fit(
     freeze: Freeze | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     stop: GracefulStop | None = None,
-    precision: Precision | None = None,
+    precision: Precision = FP32,
     channels_last: bool = False,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to

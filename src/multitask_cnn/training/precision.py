@@ -23,6 +23,7 @@ import torch
 from multitask_cnn.errors import UserError
 
 __all__ = [
+    "FP32",
     "PRECISIONS",
     "Precision",
     "PrecisionError",
@@ -78,6 +79,9 @@ class Precision:
     def scaler(self) -> torch.amp.GradScaler | None:
         """A gradient scaler for fp16 (None otherwise)."""
         return torch.amp.GradScaler(self.device_type) if self.name == "fp16" else None
+
+
+FP32 = Precision("fp32", "cpu")  # no autocast, no scaler: the plain path on any device
 
 
 def resolve_precision(
