@@ -37,6 +37,7 @@ from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
 from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
+from multitask_cnn.training.compiling import compile_refusal
 from multitask_cnn.training.precision import fp16_refusal
 
 __all__ = [
@@ -255,6 +256,14 @@ class TrainingConfig(_Strict):
     # device_memory_share of the free memory; else pinned host memory)
     data_on_device: bool | Literal["auto"] = "auto"
     device_memory_share: float = Field(0.5, gt=0, le=1)
+    # torch.compile of the trunk and the task outputs (README "GPUs"): false | true
+    # (inductor: needs a C compiler on the CPU, Triton on a GPU) | a backend's name
+    compile: bool | str = False
+    # data-parallel training (README "GPUs"): workers per machine (GPUs, or CPU
+    # processes) x machines; batch_size stays the global batch, shared between them
+    devices: PositiveInt = 1
+    nodes: PositiveInt = 1
+    rendezvous: str = ""  # host:port where the machines meet (nodes > 1)
 
     def budget(self) -> Budget:
         """What the multi-task model and its single-task baselines share."""
@@ -267,13 +276,43 @@ class TrainingConfig(_Strict):
             fusion_steps=self.fusion.steps, precision=self.precision,
             channels_last=self.channels_last, cudnn_benchmark=self.cudnn_benchmark,
             data_on_device=self.data_on_device,
-            device_memory_share=self.device_memory_share,
+            device_memory_share=self.device_memory_share, devices=self.devices,
+            nodes=self.nodes, rendezvous=self.rendezvous, compile=self.compile,
         )  # fmt: skip
+
+    @field_validator("compile")
+    @classmethod
+    def _known_backend(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if value not in backends:
+                raise ValueError(
+                    f"unknown torch.compile backend {value!r}; choose true (inductor), "
+                    f"false, or one of {backends}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _machines_can_meet(self) -> TrainingConfig:
+        if self.nodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rendezvous):
+            raise ValueError(
+                f"training.nodes={self.nodes} needs training.rendezvous: the host:port "
+                "where the machines meet (the first machine's address and a free port), "
+                f"got {self.rendezvous!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _precision_fits_the_strategy(self) -> TrainingConfig:
         if self.precision == "fp16":
             why = fp16_refusal(self.weighting, WEIGHTINGS.get(self.weighting).level)
+            if why:
+                raise ValueError(why)
+        if self.compile:
+            level = WEIGHTINGS.get(self.weighting).level
+            why = compile_refusal(self.weighting, level, self.grad_cos_rows)
             if why:
                 raise ValueError(why)
         return self

@@ -37,7 +37,13 @@ from multitask_cnn.errors import DataFileError, install_excepthook
 from multitask_cnn.io.run_lock import RunLock
 from multitask_cnn.provenance import git_state, kedro_command
 from multitask_cnn.tracking import check_tracking_server
-from multitask_cnn.training import TrainingStopped, resolve_device
+from multitask_cnn.training import (
+    DevicesError,
+    TrainingStopped,
+    check_devices,
+    refuse_torchrun,
+    resolve_device,
+)
 from multitask_cnn.training.allocator import keep_freed_memory
 from multitask_cnn.training.determinism import set_deterministic
 
@@ -221,6 +227,7 @@ class ValidateParametersHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
+        refuse_torchrun()  # one kedro run: one session; the workers are launched inside
         try:
             params = validate_parameters(context.params)
         except ConfigError as error:
@@ -238,6 +245,14 @@ class ValidateParametersHook:
                 raise ConfigError(
                     f"Invalid parameters:\n  - parameter '{key}': {error}"
                 ) from None
+        try:
+            check_devices(
+                resolve_device(params.training.device), params.training.devices
+            )
+        except DevicesError as error:
+            raise ConfigError(
+                f"Invalid parameters:\n  - parameter 'training.devices': {error}"
+            ) from None
         logger.info("Parameters validated (env %r)", context.env)
 
     @hook_impl

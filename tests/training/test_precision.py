@@ -11,6 +11,7 @@ import torch
 from multitask_cnn.config import TrainingConfig, parse_tasks
 from multitask_cnn.models import build_model
 from multitask_cnn.training import train_model
+from multitask_cnn.training.compiling import CompileError
 from multitask_cnn.training.precision import (
     PrecisionError,
     resolve_channels_last,
@@ -98,3 +99,28 @@ def test_channels_last_gives_the_same_training_within_rounding(mf_splits):
     assert last.history[0]["val.loss"] == pytest.approx(
         plain.history[0]["val.loss"], rel=1e-3
     )
+
+
+def test_a_compiled_model_trains_as_the_plain_one(mf_splits):
+    """training.compile with AOTAutograd's eager backend (no C compiler needed): the
+    trunk and the task outputs run compiled, the state dict keeps its names; what a
+    compiled model cannot serve is refused before training."""
+    plain, _ = _train(mf_splits, "uncertainty", epochs=1)
+    compiled, seen = _train(mf_splits, "uncertainty", epochs=1, compile="aot_eager")
+    assert hasattr(seen.model.shared_features, "_torchdynamo_orig_callable")
+    assert hasattr(seen.model.task_outputs, "_torchdynamo_orig_callable")
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())
+    assert compiled.history[0]["val.loss"] == pytest.approx(
+        plain.history[0]["val.loss"], rel=1e-3
+    )
+    with pytest.raises(pydantic.ValidationError, match="unknown torch.compile backend"):
+        TrainingConfig(compile="turbo")
+    for refused in (
+        {"weighting": "upgrad"},
+        {"weighting": "gradnorm"},
+        {"grad_cos_rows": 8},
+    ):
+        with pytest.raises(pydantic.ValidationError, match="training.compile cannot"):
+            TrainingConfig(compile=True, **refused)
+    with pytest.raises(CompileError, match="'mgda'"):  # the library refuses it too
+        _train(mf_splits, "mgda", epochs=1, compile="aot_eager")

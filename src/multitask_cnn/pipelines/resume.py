@@ -21,7 +21,7 @@ from multitask_cnn.config import flatten
 from multitask_cnn.errors import UserError
 from multitask_cnn.io import TrainProgress
 from multitask_cnn.tracking import active_run_id, note_resumed_run
-from multitask_cnn.training import GracefulStop, NonFiniteLossError, TrainState
+from multitask_cnn.training import GracefulStop, NonFiniteLossError
 
 __all__ = ["ProgressMismatchError", "Resumption", "resumable", "without_epochs"]
 
@@ -70,8 +70,8 @@ class Resumption:
         if self._progress is None:
             return None
 
-        def save(state: TrainState) -> None:
-            self._write(part, state.state_dict())
+        def save(state: dict[str, Any]) -> None:
+            self._write(part, state)
 
         return save
 

@@ -2,6 +2,12 @@
 and its state."""
 
 from .device import resolve_device
+from .distributed import (
+    DevicesError,
+    LaunchedUnderTorchrunError,
+    check_devices,
+    refuse_torchrun,
+)
 from .driver import BatchSizeError, Budget, WarmStart, train_model
 from .loop import (
     Freeze,
@@ -32,6 +38,10 @@ from .strategies import WEIGHTINGS, Strategy, get_weighting
 
 __all__ = [
     "BatchSizeError",
+    "DevicesError",
+    "LaunchedUnderTorchrunError",
+    "check_devices",
+    "refuse_torchrun",
     "Budget",
     "Freeze",
     "GracefulStop",

@@ -5,6 +5,7 @@ same budget (epochs, optimizer, batch, early stopping, seeds)."""
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,23 @@ from multitask_cnn.seeds import torch_seed
 from multitask_cnn.tasks import TaskSpec, kinds_of
 
 from .allocator import keep_freed_memory
-from .loop import EpochCallback, Freeze, GracefulStop, fit
+from .compiling import CompileError, compile_model, compile_refusal
+from .distributed import (
+    Group,
+    Launch,
+    ShardedSource,
+    check_devices,
+    from_bytes,
+    join_group,
+    launch,
+    leave_group,
+    to_bytes,
+)
+from .loop import EpochCallback, Freeze, GracefulStop, TrainingStopped, fit
 from .memory import PeakMemory
 from .optimizers import build_optimizer
 from .placement import place_split
-from .precision import resolve_channels_last, resolve_precision
+from .precision import Precision, resolve_channels_last, resolve_precision
 from .sources import (
     Batch,
     BatchSource,
@@ -44,7 +57,14 @@ class BatchSizeError(UserError, ValueError):
     """A batch larger than the rows it is drawn from."""
 
 
-SPEED_ONLY = ("cudnn_benchmark", "data_on_device", "device_memory_share")
+# how a model is trained, not what: not part of its reuse key
+SPEED_ONLY = (
+    "cudnn_benchmark",
+    "data_on_device",
+    "device_memory_share",
+    "rendezvous",
+    "compile",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,12 @@ class Budget:
     cudnn_benchmark: bool = True
     data_on_device: bool | str = "auto"  # placement.py
     device_memory_share: float = 0.5
+    # data-parallel workers (distributed.py): devices per machine x machines; the
+    # global batch stays batch_size, shared between them
+    compile: bool | str = False  # torch.compile: true (inductor) or a backend's name
+    devices: int = 1
+    nodes: int = 1
+    rendezvous: str = ""  # host:port where the machines meet (nodes > 1)
 
     def batch_size_of(self, source: str) -> int:
         return self.source_batch_size.get(source, self.batch_size)
@@ -116,7 +142,7 @@ def train_model(
     probe_rows: int = 0,
     warm_start: WarmStart | None = None,
     resume: Mapping[str, Any] | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     stop: GracefulStop | None = None,
 ) -> TrainState:
     """Build the model (``build``, under the seed's ``model_init`` stream) on ``device``,
@@ -124,86 +150,263 @@ def train_model(
     best epoch's weights. ``probe_rows`` > 0 records, each epoch, the cosines between
     the tasks' gradients on the first ``probe_rows`` validation rows. ``warm_start``
     loads transferred weights into the built model (:class:`WarmStart`). ``resume`` (a
-    :meth:`TrainState.state_dict` that ``on_checkpoint`` saved after an epoch) continues
-    that training where it stopped: weights, optimizer, strategy, early stopping, RNGs
-    and data order, so that it ends as an uninterrupted one would. ``stop``: see
-    :func:`fit`.
+    :meth:`TrainState.state_dict` that ``on_checkpoint`` received after an epoch)
+    continues that training where it stopped: weights, optimizer, strategy, early
+    stopping, RNGs and data order, so that it ends as an uninterrupted one would.
+    ``stop``: see :func:`fit`.
 
     ``train`` and ``val`` are one :class:`Split`, or one per data source (task fusion:
     each training step concatenates one batch of every source, :class:`FusedSource`;
-    validation goes through each source in turn)."""
-    train, val = _by_source(train), _by_source(val)
-    keep_freed_memory()  # no page faults for each step's activations (allocator.py)
-    torch.manual_seed(torch_seed(budget.seed, "model_init"))
-    network = build()
-    named = dict(network.named_parameters())
-    if warm_start is not None:
-        _load_warm_start(network, warm_start, set(named))
-    network = network.to(device)  # moves the parameters in place: `named` stays valid
-    strategy = get_weighting(weighting, specs, **dict(weighting_args or {})).to(device)
-    precision = resolve_precision(budget.precision, device, weighting, strategy.level)
-    channels_last = resolve_channels_last(budget.channels_last, device)
-    if channels_last:  # (in place too: `named` stays valid)
-        network = network.to(memory_format=torch.channels_last)
-    if device.type == "cuda":  # cuDNN times its algorithms, unless results must repeat
-        torch.backends.cudnn.benchmark = (
-            budget.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled()
-        )
-    train = {name: place_split(split, device, budget.data_on_device,
-                               budget.device_memory_share)
-             for name, split in train.items()}  # fmt: skip
-    moved = warm_start.transferred if warm_start is not None else frozenset()
-    if moved and warm_start.freeze_epochs and moved >= set(named):
-        raise TransferError(
-            f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
-            "the transfer filled the heads too; leave them out (transfer.exclude: "
-            "['backbone.fc.*', 'heads.*']) or do not freeze"
-        )
-    groups = [{"params": [p for n, p in named.items() if n not in moved]}]
-    if moved:
-        groups.append({"params": [p for n, p in named.items() if n in moved],
-                       "lr": budget.lr * warm_start.lr_scale})  # fmt: skip
-    if strategy.parameters():  # a strategy's own parameters take no weight decay
-        groups.append({"params": strategy.parameters(), "weight_decay": 0.0})
-    optimizer = build_optimizer(budget.optimizer, groups, lr=budget.lr,
-                                weight_decay=budget.weight_decay, momentum=budget.momentum)  # fmt: skip
+    validation goes through each source in turn).
 
-    torch.manual_seed(torch_seed(budget.seed, "dropout"))  # dropout, random weights
-    logger.info(
-        "Training %s%d parameters (%d shared stages) on %s (%s%s): %d train / %d val samples",
-        f"{prefix.rstrip('.')}: " if prefix else "", count_parameters(network),
-        network.shared_stages, device, precision.name,
-        ", channels-last" if channels_last else "", sum(map(len, train.values())),
-        sum(map(len, val.values())),
-    )  # fmt: skip
-    state, source = (
-        TrainState(network, optimizer, strategy, scaler=precision.scaler()),
-        _train_source(train, budget),
-    )
-    if resume is not None:
-        state.load_state_dict(resume)
-        state.restore_rng(source)
-        logger.info("%sResuming after epoch %d of %d (best so far: epoch %d)",
-                    prefix, state.epoch, budget.epochs, state.best_epoch)  # fmt: skip
-    with PeakMemory(device) as peak:
-        state = fit(
-            state,
-            source,
-            in_turn(val, budget.eval_batch_size),
-            kinds_of(specs), device,
-            epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
-            prefix=prefix, on_epoch_end=on_epoch_end,
-            probe=_probe(val, probe_rows) if probe_rows else None,
-            freeze=Freeze(groups[1]["params"], warm_start.freeze_epochs)
-            if moved and warm_start.freeze_epochs else None,
-            on_checkpoint=on_checkpoint, stop=stop, precision=precision,
-            channels_last=channels_last,
+    With ``budget.devices`` (x ``budget.nodes``) > 1, workers train it data-parallel
+    (distributed.py; ``build`` must then be picklable, e.g. a ``functools.partial``);
+    this process receives their epochs and checkpoints and returns the same state."""
+    train, val = _by_source(train), _by_source(val)
+    how = Launch(budget.devices, budget.nodes, budget.rendezvous)
+    check_devices(device, how.devices)
+    for name, split in train.items():
+        _check_batch(name, split, budget, how.world)
+    job = _Job(build, dict(specs), train, val, budget, weighting,
+               dict(weighting_args or {}), prefix, probe_rows, warm_start, resume)  # fmt: skip
+    if how.world == 1:
+        return job.run(device, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint,
+                       stop=stop)  # fmt: skip
+    return _data_parallel(job, how, device, on_epoch_end, on_checkpoint, stop)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One training, as the node's process and every data-parallel worker run it."""
+
+    build: Callable[[], MultiTaskModel]
+    specs: dict[str, TaskSpec]
+    train: dict[str, Split]
+    val: dict[str, Split]
+    budget: Budget
+    weighting: str
+    weighting_args: dict[str, Any]
+    prefix: str
+    probe_rows: int
+    warm_start: WarmStart | None
+    resume: Mapping[str, Any] | None
+
+    def prepare(
+        self, device: torch.device, group: Group | None = None
+    ) -> tuple[TrainState, Freeze | None, Precision, bool]:
+        """The model (built, warm-started, on ``device``), its strategy, optimizer and
+        gradient scaler, as a train state; the freeze, the precision, channels-last."""
+        budget, warm_start = self.budget, self.warm_start
+        torch.manual_seed(torch_seed(budget.seed, "model_init"))
+        network = self.build()
+        named = dict(network.named_parameters())
+        if warm_start is not None:
+            _load_warm_start(network, warm_start, set(named))
+        network = network.to(
+            device
+        )  # moves the parameters in place: `named` stays valid
+        if group is not None:
+            group.broadcast_parameters(network)
+        strategy = get_weighting(self.weighting, self.specs, **self.weighting_args).to(
+            device
+        )
+        precision = resolve_precision(
+            budget.precision, device, self.weighting, strategy.level
+        )
+        channels_last = resolve_channels_last(budget.channels_last, device)
+        if channels_last:  # (in place too: `named` stays valid)
+            network = network.to(memory_format=torch.channels_last)
+        if budget.compile:
+            why = compile_refusal(self.weighting, strategy.level, self.probe_rows)
+            if why:
+                raise CompileError(why)
+            backend = "inductor" if budget.compile is True else budget.compile
+            compile_model(network, backend)
+        moved = warm_start.transferred if warm_start is not None else frozenset()
+        if moved and warm_start.freeze_epochs and moved >= set(named):
+            raise TransferError(
+                f"transfer.freeze_epochs={warm_start.freeze_epochs} would freeze every parameter: "
+                "the transfer filled the heads too; leave them out (transfer.exclude: "
+                "['backbone.fc.*', 'heads.*']) or do not freeze"
+            )
+        groups = [{"params": [p for n, p in named.items() if n not in moved]}]
+        if moved:
+            groups.append({"params": [p for n, p in named.items() if n in moved],
+                           "lr": budget.lr * warm_start.lr_scale})  # fmt: skip
+        if strategy.parameters():  # a strategy's own parameters take no weight decay
+            groups.append({"params": strategy.parameters(), "weight_decay": 0.0})
+        optimizer = build_optimizer(budget.optimizer, groups, lr=budget.lr,
+                                    weight_decay=budget.weight_decay, momentum=budget.momentum)  # fmt: skip
+        freeze = (Freeze(groups[1]["params"], warm_start.freeze_epochs)
+                  if moved and warm_start.freeze_epochs else None)  # fmt: skip
+        state = TrainState(network, optimizer, strategy, scaler=precision.scaler())
+        return state, freeze, precision, channels_last
+
+    def run(
+        self,
+        device: torch.device,
+        *,
+        on_epoch_end: EpochCallback | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        stop: GracefulStop | None = None,
+        group: Group | None = None,
+    ) -> TrainState:
+        budget = self.budget
+        keep_freed_memory()  # no page faults for each step's activations (allocator.py)
+        state, freeze, precision, channels_last = self.prepare(device, group)
+        if (
+            device.type == "cuda"
+        ):  # cuDNN times its algorithms, unless results must repeat
+            torch.backends.cudnn.benchmark = (
+                budget.cudnn_benchmark
+                and not torch.are_deterministic_algorithms_enabled()
+            )
+        train = {name: place_split(split, device, budget.data_on_device,
+                                   budget.device_memory_share)
+                 for name, split in self.train.items()}  # fmt: skip
+        # dropout, random weights; a worker other than the first draws its own
+        dropout = (
+            "dropout" if group is None or group.rank == 0 else f"dropout:{group.rank}"
+        )
+        torch.manual_seed(torch_seed(budget.seed, dropout))
+        prefix = self.prefix
+        logger.info(
+            "Training %s%d parameters (%d shared stages) on %s (%s%s%s): %d train / %d val samples",
+            f"{prefix.rstrip('.')}: " if prefix else "", count_parameters(state.model),
+            state.model.shared_stages, device, precision.name,
+            ", channels-last" if channels_last else "",
+            "" if group is None else f", worker {group.rank + 1} of {group.world}",
+            sum(map(len, train.values())), sum(map(len, self.val.values())),
         )  # fmt: skip
-    # a resumed training measured only its last epochs: not its peak
-    state.peak_memory_mb, state.peak_memory_method = (
-        (None, None) if resume is not None else (peak.megabytes, peak.method)
-    )
+        source = _train_source(train, budget)
+        if self.resume is not None:
+            state.load_state_dict(self.resume)
+            state.restore_rng(source)
+            logger.info("%sResuming after epoch %d of %d (best so far: epoch %d)",
+                        prefix, state.epoch, budget.epochs, state.best_epoch)  # fmt: skip
+        val = in_turn(self.val, budget.eval_batch_size)
+        if group is not None:
+            source, val = ShardedSource(source, group), ShardedSource(val, group)
+        with PeakMemory(device) as peak:
+            state = fit(
+                state, source, val, kinds_of(self.specs), device,
+                epochs=budget.epochs, patience=budget.patience, min_delta=budget.min_delta,
+                prefix=prefix, on_epoch_end=on_epoch_end,
+                probe=_probe(self.val, self.probe_rows) if self.probe_rows else None,
+                freeze=freeze, on_checkpoint=on_checkpoint, stop=stop,
+                precision=precision, channels_last=channels_last, group=group,
+            )  # fmt: skip
+        # a resumed training measured only its last epochs: not its peak
+        state.peak_memory_mb, state.peak_memory_method = (
+            (None, None) if self.resume is not None else (peak.megabytes, peak.method)
+        )
+        return state
+
+
+def _data_parallel(
+    job: _Job,
+    how: Launch,
+    device: torch.device,
+    on_epoch_end: EpochCallback | None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None,
+    stop: GracefulStop | None,
+) -> TrainState:
+    """Train ``job`` on ``how.world`` workers; here: log and save what rank 0 sends,
+    then rebuild the trained state on ``device`` from what it returns."""
+    try:
+        pickle.dumps(job.build)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(
+            "training on several devices spawns workers, which need a picklable build "
+            f"function (a module-level function or a functools.partial): {error}"
+        ) from error
+    errors: list[BaseException] = []
+
+    def on_message(message: tuple[Any, ...]) -> None:
+        kind, *rest = message
+        if kind == "epoch" and on_epoch_end is not None:
+            on_epoch_end(*rest)
+        elif kind == "checkpoint" and on_checkpoint is not None:
+            on_checkpoint(from_bytes(rest[0]))
+        elif kind == "error":
+            errors.append(rest[0])
+
+    logger.info("%sTraining on %d workers (%d device(s) x %d node(s), %s)", job.prefix,
+                how.world, how.devices, how.nodes, "NCCL" if device.type == "cuda" else "gloo")  # fmt: skip
+    try:
+        result = launch(how, _worker, (job, device.type), on_message=on_message,
+                        stop_requested=lambda: stop is not None and stop.requested is not None)  # fmt: skip
+    except Exception as failure:
+        if not errors:
+            raise
+        error = errors[0]  # the worker's own error, not the launcher's summary of it
+        if isinstance(error, TrainingStopped) and stop is not None and stop.requested:
+            error = TrainingStopped(
+                str(error).replace("a stop request", stop.requested)
+            )
+        raise error from failure
+    trained = from_bytes(result)
+    state = job.prepare(device)[0]
+    state.load_state_dict(trained["state"])
+    state.hold_best()
+    state.peak_memory_mb, state.peak_memory_method = trained["peak_memory"]
     return state
+
+
+def _worker(job: _Job, device_type: str, messages: Any, stop: Any) -> bytes | None:
+    """One data-parallel worker (a spawned process): train ``job`` in the group; the
+    first worker of each machine reports its epochs and checkpoints and returns the
+    state (the same on every worker)."""
+    group, local_rank = join_group(device_type, stop)
+    try:
+        device = (
+            torch.device(device_type, local_rank)
+            if device_type == "cuda"
+            else torch.device(device_type)
+        )
+        if device_type == "cpu":  # the machine's cores, shared between its workers
+            torch.set_num_threads(max(1, torch.get_num_threads() // job.budget.devices))
+        reporting = local_rank == 0
+        if reporting:  # (a Kedro import may have set logging up already)
+            logging.basicConfig(
+                level=logging.INFO, format="[worker %(process)d] %(message)s"
+            )
+        else:  # the first worker speaks for all
+            logging.disable(logging.INFO)
+        state = job.run(
+            device,
+            on_epoch_end=(lambda epoch, record: messages.put(("epoch", epoch, record)))
+            if reporting else None,
+            on_checkpoint=(lambda saved: messages.put(("checkpoint", to_bytes(saved))))
+            if reporting else None,
+            group=group,
+        )  # fmt: skip
+        if not reporting:
+            return None
+        return to_bytes({"state": state.state_dict(),
+                         "peak_memory": [state.peak_memory_mb, state.peak_memory_method]})  # fmt: skip
+    except Exception as error:
+        messages.put(("error", error))
+        raise
+    finally:
+        leave_group()
+
+
+def _check_batch(name: str, split: Split, budget: Budget, world: int) -> None:
+    """A batch larger than its rows, or smaller than the workers sharing it."""
+    size = budget.batch_size_of(name)
+    of = f" of source {name!r}" if name else ""
+    if size > len(split):
+        raise BatchSizeError(
+            f"batch size {size} is larger than the {len(split)} train rows{of}: lower "
+            "training.batch_size (or training.fusion.batch_size, or "
+            "pretraining.training.batch_size for the pretraining), or give it more data"
+        )
+    if size < world:
+        raise BatchSizeError(
+            f"batch size {size}{of} is smaller than the {world} workers that share each "
+            "batch (training.devices x training.nodes): raise training.batch_size"
+        )
 
 
 def _load_warm_start(
@@ -236,15 +439,6 @@ def _by_source(data: Split | Mapping[str, Split]) -> dict[str, Split]:
 def _train_source(train: Mapping[str, Split], budget: Budget) -> BatchSource:
     """One source: shuffled mini-batches; several: one fused batch per step, each
     source shuffled by its own stream."""
-    for name, split in train.items():
-        if budget.batch_size_of(name) > len(split):
-            of = f" of source {name!r}" if name else ""
-            raise BatchSizeError(
-                f"batch size {budget.batch_size_of(name)} is larger than the "
-                f"{len(split)} train rows{of}: lower training.batch_size (or "
-                "training.fusion.batch_size, or pretraining.training.batch_size for "
-                "the pretraining), or give it more data"
-            )
     if len(train) == 1:
         ((name, split),) = train.items()
         seed = torch_seed(budget.seed, "data_order")

@@ -34,6 +34,7 @@ from multitask_cnn.models import MultiTaskModel
 from multitask_cnn.tasks import TaskKind
 
 from .diagnostics import gradient_cosines
+from .distributed import Group
 from .precision import FP32, Precision
 from .sources import Batch, BatchSource
 from .state import TrainState
@@ -112,10 +113,12 @@ class _Sums:
     CPU, each small operation costs more dispatch time than it computes).
 
     Sums are added in float64 where the device has it (MPS does not: float32 there).
+    With a data-parallel ``group``, :meth:`read` adds them over its workers first.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, group: Group | None = None) -> None:
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.group = group
         self.parts: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
 
     def add(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
@@ -129,10 +132,11 @@ class _Sums:
         if not names:
             return {}, {}
         sums = torch.stack([torch.stack(self.parts[n][0]).to(self.dtype).sum()
-                            for n in names]).tolist()  # fmt: skip
-        counts = torch.stack(
-            [torch.stack(self.parts[n][1]).sum() for n in names]
-        ).tolist()
+                            for n in names])  # fmt: skip
+        counts = torch.stack([torch.stack(self.parts[n][1]).sum() for n in names])
+        if self.group is not None:
+            sums, counts = self.group.sum(sums), self.group.sum(counts)
+        sums, counts = sums.tolist(), counts.tolist()
         means = {
             n: (s / c if c else math.nan)
             for n, s, c in zip(names, sums, counts, strict=True)
@@ -252,6 +256,7 @@ def train_one_epoch(
     precision: Precision = FP32,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
+    group: Group | None = None,
 ) -> dict[str, float]:
     """One pass over ``source``: ``loss`` and ``<task>.loss`` averaged over labelled
     rows, and ``weight.<task>``, the strategy's task weights averaged over the steps.
@@ -264,10 +269,14 @@ def train_one_epoch(
     :class:`NonFiniteLossError` when a task's loss is NaN or infinite; the check reads
     the device every ``check_every`` steps (default: every step on the CPU, where it is
     free, before the optimizer step; every 50 steps elsewhere).
+
+    With a data-parallel ``group`` (distributed.py), the gradients are averaged over
+    its workers after the strategy's backward, in one all-reduce that also carries
+    the task losses the check reads and the stop request.
     """
     model.train()
     tasks = list(kinds)
-    sums = _Sums(device)
+    sums = _Sums(device, group)
     guard = _FiniteGuard(tasks, epoch)
     weights_seen: list[torch.Tensor] = []
     n_steps = len(source)
@@ -276,6 +285,9 @@ def train_one_epoch(
     shared_params = [p for p in model.shared.parameters() if p.requires_grad]
     last_shared = [p for p in model.last_shared_layer() if p.requires_grad]
     frozen = any(not p.requires_grad for p in model.shared.parameters())
+    trained = [
+        p for g in optimizer.param_groups for p in g["params"] if p.requires_grad
+    ]
     bar = tqdm(
         source, total=n_steps, desc=desc, leave=False, disable=None
     )  # quiet off a tty
@@ -290,9 +302,11 @@ def train_one_epoch(
         }
         for task, (total, count) in terms.items():
             sums.add(f"{task}.loss", total, count)
-        guard.update(torch.stack([losses[task] for task in tasks]))
-        if step % check_every == 0:
-            guard.check(n_steps)  # before the step: the weights stay finite
+        stacked = torch.stack([losses[task] for task in tasks])
+        if group is None:
+            guard.update(stacked)
+            if step % check_every == 0:
+                guard.check(n_steps)  # before the step: the weights stay finite
         optimizer.zero_grad(set_to_none=True)
         labelled = {task: count for task, (_, count) in terms.items()}
         weights = strategy.backward(
@@ -306,6 +320,13 @@ def train_one_epoch(
                 scale=None if scaler is None else scaler.scale,
             )
         )
+        stop_now = stop is not None and stop.requested
+        if group is not None:  # every worker's gradients, losses and stop request
+            averaged, stop_all = group.average_gradients(trained, stacked)
+            guard.update(averaged)
+            if step % check_every == 0:
+                guard.check(n_steps)  # the same verdict on every worker
+                stop_now = stop_now or stop_all
         if scaler is None:
             optimizer.step()
         else:  # unscales, skips the step if a gradient overflowed, adapts the scale
@@ -317,10 +338,10 @@ def train_one_epoch(
                 _losses_again(model, kinds, batch, precision, channels_last)
             )
         weights_seen.append(weights)
-        if stop is not None and stop.requested:
+        if stop_now:
             where = f"epoch {epoch}, " if epoch is not None else ""
             raise TrainingStopped(
-                f"training stopped by {stop.requested} after {where}step {step} of {n_steps}"
+                f"training stopped by {_who(stop)} after {where}step {step} of {n_steps}"
             )
     guard.check(n_steps)
     metrics = _summarise(sums, tasks, "train", epoch)
@@ -354,6 +375,7 @@ def evaluate(
     epoch: int | None = None,
     precision: Precision = FP32,
     channels_last: bool = False,
+    group: Group | None = None,
 ) -> dict[str, float]:
     """``loss``, ``<task>.loss`` (as in training) and each kind's running metrics
     (``<task>.accuracy`` for classifiers, ``<task>.mae`` for regression); the forward
@@ -362,7 +384,7 @@ def evaluate(
     Raises :class:`NonFiniteLossError` when a task's loss over its labelled rows is
     not finite (it must never count as the best epoch)."""
     model.eval()
-    sums = _Sums(device)
+    sums = _Sums(device, group)
     for batch in source:
         batch = batch.to(device)
         _, outputs = _forward(
@@ -377,6 +399,11 @@ def evaluate(
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def _who(stop: GracefulStop | None) -> str:
+    """What asked training to stop (a worker is told through the all-reduce)."""
+    return stop.requested if stop is not None and stop.requested else "a stop request"
 
 
 @dataclass(frozen=True)
@@ -412,10 +439,11 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     probe: Batch | None = None,
     freeze: Freeze | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     stop: GracefulStop | None = None,
     precision: Precision = FP32,
     channels_last: bool = False,
+    group: Group | None = None,
 ) -> TrainState:
     """Train ``state.model`` (already on ``device``) from ``state.epoch`` up to
     ``epochs``; stop after ``patience`` epochs without a ``val.loss`` lower by more
@@ -426,10 +454,11 @@ def fit(
     tasks' gradients on the shared parameters (``grad_cos.<a>.<b>``). With ``freeze``,
     its parameters stay frozen in its first epochs (``transfer.frozen_parameters``
     records how many values were frozen in each epoch). ``on_checkpoint`` receives the
-    state after every epoch (to save it: a resume continues from there); with ``stop``,
+    state dict (:meth:`TrainState.state_dict`) after every epoch (to save it: a resume continues from there); with ``stop``,
     a stop request ends training after the current step (:class:`TrainingStopped`).
-    ``precision`` and ``channels_last``: see :func:`train_one_epoch` (the gradient
-    scaler, for fp16, is ``state.scaler``).
+    ``precision``, ``channels_last`` and ``group``: see :func:`train_one_epoch` (the
+    gradient scaler, for fp16, is ``state.scaler``); with a ``group``, a stop request
+    reaches this worker through the steps' all-reduce.
     """
     model, strategy = state.model, state.strategy
     state.hold_last()  # continue from the last epoch, not from the best
@@ -440,14 +469,14 @@ def fit(
         train_metrics = train_one_epoch(model, train, kinds, strategy, state.optimizer, device,
                                         epoch=epoch, desc=f"{prefix}epoch {epoch}/{epochs}",
                                         stop=stop, precision=precision, scaler=state.scaler,
-                                        channels_last=channels_last)  # fmt: skip
+                                        channels_last=channels_last, group=group)  # fmt: skip
         weights = {
             k: train_metrics.pop(k)
             for k in list(train_metrics)
             if k.startswith("weight.")
         }
-        val_metrics = evaluate(model, val, kinds, device, epoch=epoch,
-                               precision=precision, channels_last=channels_last)  # fmt: skip
+        val_metrics = evaluate(model, val, kinds, device, epoch=epoch, precision=precision,
+                               channels_last=channels_last, group=group)  # fmt: skip
         record: dict[str, Any] = {"epoch": epoch}
         record |= {f"{prefix}train.{k}": v for k, v in train_metrics.items()}
         record |= {f"{prefix}val.{k}": v for k, v in val_metrics.items()}
@@ -470,7 +499,7 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if on_checkpoint is not None:  # everything a resume needs, after each epoch
-            on_checkpoint(state)
+            on_checkpoint(state.state_dict())
         if stop is not None and stop.requested:  # asked during validation or saving
             raise TrainingStopped(
                 f"training stopped by {stop.requested} after epoch {epoch}"

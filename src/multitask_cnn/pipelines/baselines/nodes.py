@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -158,8 +159,8 @@ def _train_baseline(
         for split in ("train", "val")
     )
     state = train_model(
-        lambda: build_model({task: spec}, model_config.backbone,
-                            backbone_args=model_config.backbone_args),
+        partial(build_model, {task: spec}, model_config.backbone,
+                backbone_args=model_config.backbone_args),  # picklable: for workers
         {task: spec}, train, val, device, budget, prefix=f"stl.{task}.",
         on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,
         warm_start=start, resume=resumed.state_for(task), stop=resumed.stop,

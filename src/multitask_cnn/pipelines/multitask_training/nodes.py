@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -82,8 +83,9 @@ def train_multitask_model(
                                   input_fingerprint)  # fmt: skip
     with resumable(training_progress, identity, enabled=config.resume) as resumed:
         state = train_model(
-            lambda: build_model(specs, model_config.backbone, backbone_args=model_config.backbone_args,
-                                shared_stages=model_config.shared_stages),
+            partial(build_model, specs, model_config.backbone,  # picklable: for workers
+                    backbone_args=model_config.backbone_args,
+                    shared_stages=model_config.shared_stages),
             specs, train, val, resolve_device(config.device), config.budget(),
             weighting=config.weighting, weighting_args=config.weighting_args,
             on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,

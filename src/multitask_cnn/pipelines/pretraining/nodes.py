@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -232,7 +233,7 @@ def pretrain_backbone(
         pretraining_progress, identity, enabled=budget_config.resume
     ) as resumed:
         state = train_model(
-            lambda: build_model(specs, model_config.backbone, backbone_args=backbone_args),
+            partial(build_model, specs, model_config.backbone, backbone_args=backbone_args),
             specs, train, val, resolve_device(budget_config.device), budget, prefix="pretrain.",
             on_epoch_end=log_epoch_metrics if budget_config.log_every_epoch else None,
             resume=resumed.state_for(_PART), stop=resumed.stop,

@@ -1,0 +1,344 @@
+"""Data-parallel training on several devices (``training.devices``) and machines
+(``training.nodes``), launched from inside the training node.
+
+One ``kedro run`` stays one Kedro session and one MLflow run: :func:`launch` starts
+the workers with torch elastic (``elastic_launch``, the launcher behind ``torchrun``)
+in a thread of the node's process; each worker trains with a :class:`Group`; rank 0
+sends every epoch's record and checkpoint back, and the node's process logs and saves
+them, then rebuilds the trained state from what rank 0 returns.
+
+What a step does on N workers: every rank draws the same shuffled global batch
+(``training.batch_size`` rows) and keeps its share (:meth:`Group.shard`, rows
+``rank, rank + N, ...``); the strategy's backward runs on that share; then one
+all-reduce averages every gradient (and carries the task losses, for the non-finite
+check, and the stop flag), so every rank takes the same optimizer step. Validation
+sums are added over the ranks (:meth:`Group.sum`), so early stopping sees the same
+``val.loss`` everywhere.
+
+The gradients are averaged by an explicit all-reduce after the strategy's backward,
+not by wrapping the model in ``DistributedDataParallel``: the gradient-level
+strategies (TorchJD) write ``.grad`` themselves, past the autograd hooks DDP's reducer
+relies on, and the loop calls the trunk and the heads separately. The arithmetic is
+DDP's (the mean of the ranks' gradients); what is given up is the overlap of the
+all-reduce with the backward pass.
+
+A strategy that keeps state between steps (DWA, FAMO, GradNorm's first losses,
+Nash-MTL) keeps it per rank, from that rank's share; rank 0's is the one saved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import io
+import logging
+import os
+import queue as queue_module
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from multitask_cnn.errors import UserError
+
+from .sources import Batch, BatchSource
+
+__all__ = [
+    "DevicesError",
+    "Group",
+    "LaunchedUnderTorchrunError",
+    "ShardedSource",
+    "check_devices",
+    "launch",
+    "refuse_torchrun",
+]
+
+logger = logging.getLogger(__name__)
+
+# set by torchrun / torch elastic in the processes it starts
+TORCHRUN_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "GROUP_RANK")
+_OURS = "MULTITASK_CNN_WORKER"  # set in the workers launch() starts
+
+
+class LaunchedUnderTorchrunError(UserError, RuntimeError):
+    """``kedro run`` itself was started by torchrun (one Kedro session per worker)."""
+
+
+def refuse_torchrun(environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse to run a Kedro session in a process torchrun started: each worker would
+    be a Kedro session and an MLflow run of its own."""
+    if environ.get(_OURS):
+        return
+    found = [f"{k}={environ[k]}" for k in TORCHRUN_VARIABLES if k in environ]
+    if found:
+        raise LaunchedUnderTorchrunError(
+            f"kedro run was started by torchrun ({', '.join(found)}): every worker "
+            "would be a Kedro session and an MLflow run of its own. Run kedro once, "
+            "without torchrun, and ask for the workers instead: kedro run --params "
+            "training.devices=N (and training.nodes=M,training.rendezvous=HOST:PORT "
+            "on each of M machines); the training node launches them itself"
+        )
+
+
+class DevicesError(UserError, ValueError):
+    """More workers than the machine has devices for, or a device that cannot share."""
+
+
+def check_devices(device: torch.device, devices: int) -> None:
+    """Refuse ``training.devices`` that ``device`` cannot give, before any work."""
+    if devices == 1:
+        return
+    if device.type == "mps":
+        raise DevicesError(
+            f"training.devices={devices}: Apple's MPS has one device and no "
+            "collective backend; use training.devices=1"
+        )
+    if device.type == "cuda":
+        found = torch.cuda.device_count()
+        if device.index not in (None, 0):
+            raise DevicesError(
+                f"training.devices={devices} with training.device={device}: the workers "
+                "take cuda:0 … cuda:N-1; choose the GPUs with CUDA_VISIBLE_DEVICES and "
+                "set training.device=cuda"
+            )
+        if devices > found:
+            raise DevicesError(
+                f"training.devices={devices}, but this machine has {found} CUDA "
+                "device(s): ask for at most that many"
+            )
+
+
+@dataclass
+class Group:
+    """This worker's place among ``world`` data-parallel workers.
+
+    ``stop`` (rank 0 only): set by the node's process when it is asked to stop; the
+    step's all-reduce carries it to every rank, so all stop after the same step."""
+
+    rank: int
+    world: int
+    stop: Any = None  # a multiprocessing Event
+
+    def shard(self, batch: Batch) -> Batch:
+        """Rows ``rank, rank + world, ...`` of ``batch``; a fused batch's task blocks
+        follow their rows."""
+        images = batch.images[self.rank :: self.world]
+        blocks, labels = None, {}
+        if batch.blocks is None:
+            labels = {t: y[self.rank :: self.world] for t, y in batch.labels.items()}
+        else:
+            blocks = {}
+            for task, rows in batch.blocks.items():
+                first, last, _ = rows.indices(len(batch.images))
+                offset = (self.rank - first) % self.world  # first row of ours in it
+                labels[task] = batch.labels[task][offset :: self.world]
+                begin = _ours_before(first, self.rank, self.world)
+                blocks[task] = slice(begin, begin + len(labels[task]))
+        return Batch(images, labels, blocks)
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` added over the ranks (every rank gets the total)."""
+        dist.all_reduce(values)
+        return values
+
+    def average_gradients(
+        self, params: Sequence[torch.nn.Parameter], values: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """Average every parameter's gradient over the ranks (a missing one counts as
+        zero) in one all-reduce that also averages ``values`` and carries rank 0's
+        stop request; returns the averaged values and whether to stop."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        stop = float(self.stop is not None and self.stop.is_set())
+        flat = torch.cat(
+            [g.flatten().float() for g in grads]
+            + [values.detach().float().flatten(), values.new_full((1,), stop).float()]
+        )
+        dist.all_reduce(flat)
+        flat /= self.world
+        begin = 0
+        for param, grad in zip(params, grads, strict=True):
+            end = begin + grad.numel()
+            param.grad = flat[begin:end].view_as(grad).to(grad.dtype)
+            begin = end
+        averaged = flat[begin : begin + values.numel()].view_as(values)
+        return averaged, bool(flat[-1] > 0)
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers everywhere (as DDP does at its start)."""
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def _ours_before(index: int, rank: int, world: int) -> int:
+    """How many of rows ``0 … index - 1`` are ``rank``'s (rows ``rank, rank + world, …``)."""
+    return max(0, -(-(index - rank) // world))
+
+
+class ShardedSource:
+    """Each batch of ``source`` reduced to ``group``'s share (:meth:`Group.shard`);
+    the data order is ``source``'s, the same on every rank."""
+
+    def __init__(self, source: BatchSource, group: Group) -> None:
+        self.source, self.group = source, group
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.group.shard(batch) for batch in self.source)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.source.load_state_dict(state)
+
+
+def to_bytes(value: Any) -> bytes:
+    """``value`` (tensors, numbers, dicts) as ``torch.save`` bytes: what crosses from a
+    worker to the node's process, so no tensor is shared through a worker's memory."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many workers, and where they meet."""
+
+    devices: int
+    nodes: int = 1
+    rendezvous: str = ""  # host:port, for nodes > 1
+
+    @property
+    def world(self) -> int:
+        return self.devices * self.nodes
+
+
+def launch(
+    how: Launch,
+    worker: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    on_message: Callable[[tuple[Any, ...]], None],
+    stop_requested: Callable[[], bool],
+) -> Any:
+    """Run ``worker(*args, messages, stop, device_index)`` on ``how.devices`` workers
+    of this machine (torch elastic, spawned processes) and return local rank 0's
+    return value. Rank 0's messages reach ``on_message`` in this thread while they
+    train; once ``stop_requested()``, rank 0 is told to stop (it tells the others).
+
+    The launcher runs in a thread, so it installs no signal handlers of its own and
+    this process keeps its graceful stop (SIGTERM, Ctrl-C)."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    context = torch.multiprocessing.get_context("spawn")
+    messages, stop = context.Queue(), context.Event()
+    single = how.nodes == 1
+    config = LaunchConfig(
+        min_nodes=how.nodes, max_nodes=how.nodes, nproc_per_node=how.devices,
+        run_id=f"multitask-cnn-{uuid.uuid4().hex[:12]}" if single else "multitask-cnn",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0" if single else how.rendezvous,
+        local_addr="127.0.0.1" if single else None,
+        max_restarts=0, start_method="spawn", monitor_interval=0.2,
+    )  # fmt: skip
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["results"] = elastic_launch(config, worker)(*args, messages, stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="training-workers", daemon=True)
+    with _workers_environment(), _launcher_quiet():
+        thread.start()
+        while thread.is_alive() or not messages.empty():
+            if stop_requested() and not stop.is_set():
+                stop.set()
+            try:
+                on_message(messages.get(timeout=0.2))
+            except queue_module.Empty:
+                continue
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    results = outcome["results"]
+    return results.get(0) if isinstance(results, dict) else results
+
+
+class _NoSignalWarning(logging.Filter):
+    """The launcher warns that, in a thread, it installs no signal handlers: that is
+    the point here (the node's process keeps its graceful stop), and the workers die
+    with the thread that started them (:func:`join_group`), so none is orphaned."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to register signal handlers" not in record.getMessage()
+
+
+@contextmanager
+def _launcher_quiet() -> Iterator[None]:
+    launcher = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+    quiet = _NoSignalWarning()
+    launcher.addFilter(quiet)
+    try:
+        yield
+    finally:
+        launcher.removeFilter(quiet)
+
+
+class _workers_environment:
+    """Mark the workers as ours (so that :func:`refuse_torchrun` lets them be) while
+    they are spawned; spawned children inherit this process's environment."""
+
+    def __enter__(self) -> None:
+        self._before = os.environ.get(_OURS)
+        os.environ[_OURS] = "1"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
+            os.environ.pop(_OURS, None)
+        else:
+            os.environ[_OURS] = self._before
+
+
+def join_group(device_type: str, stop: Any) -> tuple[Group, int]:
+    """In a worker: join the process group (NCCL on CUDA, gloo otherwise); returns the
+    group and this worker's local rank. Ctrl-C reaches the node's process, which tells
+    rank 0; the workers ignore it themselves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return Group(rank, world, stop if rank == 0 else None), local_rank
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the thread that started it ends (the node's
+    process killed, for one), instead of training on as an orphan."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
