@@ -2,8 +2,12 @@
 launched by torch elastic from inside ``train_model``, against one process with the
 same global batch; how a batch is shared; what is refused before any work."""
 
+import contextlib
+import os
 import shutil
+import socket
 from functools import partial
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -70,6 +74,7 @@ def test_the_training_node_on_two_gloo_workers_matches_one_process(
     for name, weight in one["model"].items():  # Adam's steps are about lr = 1e-3 each
         gap = (two["model"][name] - weight).abs()
         assert gap.max() < 2e-3 and gap.mean() < 1e-4, (name, gap.max(), gap.mean())
+    assert "GLOO_SOCKET_IFNAME" not in os.environ  # set for the workers only
     # the workers' epochs went to this process's MLflow run, one value per epoch
     logged = MlflowClient().get_metric_history(run_id, "val.loss")
     assert [m.step for m in logged] == [1, 2]
@@ -138,8 +143,11 @@ def test_a_gradient_level_strategy_trains_on_two_workers(mf_splits):
     """UPGrad aggregates each worker's own Jacobian, then the results are averaged:
     close to one process's training, not equal to it (the aggregation is not linear)."""
     train, val, _ = mf_splits(LABELS)
+    listening = set()  # while the workers train: the store here, gloo's in the workers
     two = train_model(partial(build_model, TASKS, "lenet"), TASKS, train, val, CPU,
-                      _budget(devices=2, epochs=1), weighting="upgrad")  # fmt: skip
+                      _budget(devices=2, epochs=1), weighting="upgrad",
+                      on_epoch_end=lambda *_: listening.update(_listening(os.getpid())))  # fmt: skip
+    assert listening and all(a.startswith("127.0.0.1:") for a in listening), listening
     (record,) = two.history
     assert record["val.left.accuracy"] > 0.25 and record["val.right.accuracy"] > 0.2
     assert sorted(k for k in record if k.startswith("weight.")) == [
@@ -163,3 +171,35 @@ def test_a_stop_request_stops_every_worker_after_the_same_step(mf_splits):
                     _budget(devices=2, epochs=3), on_epoch_end=on_epoch_end,
                     on_checkpoint=checkpoints.append, stop=stop)  # fmt: skip
     assert [c["epoch"] for c in checkpoints][:1] == [1] and len(checkpoints) < 3
+
+
+def _listening(pid: int) -> set[str]:
+    """``ip:port`` of the TCP sockets that process ``pid`` and its children listen on
+    (Linux /proc: their socket inodes, found in /proc/net/tcp and tcp6)."""
+    pids, inodes = [pid], set()
+    for parent in pids:  # grows as children are found
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    for each in pids:
+        for fd in Path(f"/proc/{each}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                found.add(f"{_ip(address)}:{int(port, 16)}")
+    return found
+
+
+def _ip(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:  # IPv4, little-endian
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    mapped = socket.inet_ntop(socket.AF_INET6, words)
+    return mapped.removeprefix("::ffff:")

@@ -1,11 +1,12 @@
 """Data-parallel training on several devices (``training.devices``) and machines
 (``training.nodes``), launched from inside the training node.
 
-One ``kedro run`` stays one Kedro session and one MLflow run: :func:`launch` starts
-the workers with torch elastic (``elastic_launch``, the launcher behind ``torchrun``)
-in a thread of the node's process; each worker trains with a :class:`Group`; rank 0
-sends every epoch's record and checkpoint back, and the node's process logs and saves
-them, then rebuilds the trained state from what rank 0 returns.
+One ``kedro run`` stays one Kedro session and one MLflow run: :func:`launch` spawns
+the workers from the node's process (on one machine, around a store on 127.0.0.1
+that process holds; across machines, with torch elastic's c10d rendezvous, the
+launcher behind ``torchrun``); each worker trains with a :class:`Group`; the first
+worker of each machine sends every epoch's record and checkpoint back, and the node's
+process logs and saves them, then rebuilds the trained state from what it returns.
 
 What a step does on N workers: every rank draws the same shuffled global batch
 (``training.batch_size`` rows) and keeps its share (:meth:`Group.shard`, rows
@@ -35,9 +36,9 @@ import logging
 import os
 import queue as queue_module
 import signal
+import socket
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ logger = logging.getLogger(__name__)
 # set by torchrun / torch elastic in the processes it starts
 TORCHRUN_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "GROUP_RANK")
 _OURS = "MULTITASK_CNN_WORKER"  # set in the workers launch() starts
+_STORE_PORT = "MULTITASK_CNN_STORE_PORT"  # the loopback store of one machine's workers
 
 
 class LaunchedUnderTorchrunError(UserError, RuntimeError):
@@ -234,44 +236,93 @@ def launch(
     on_message: Callable[[tuple[Any, ...]], None],
     stop_requested: Callable[[], bool],
 ) -> Any:
-    """Run ``worker(*args, messages, stop, device_index)`` on ``how.devices`` workers
-    of this machine (torch elastic, spawned processes) and return local rank 0's
-    return value. Rank 0's messages reach ``on_message`` in this thread while they
-    train; once ``stop_requested()``, rank 0 is told to stop (it tells the others).
+    """Run ``worker(*args, messages, stop)`` on ``how.devices`` spawned workers of this
+    machine and return the first one's return value. Its messages reach
+    ``on_message`` in this thread while they train; once ``stop_requested()``, it is
+    told to stop (and tells the others). This process keeps its own graceful stop
+    (SIGTERM, Ctrl-C): no launcher installs signal handlers here.
 
-    The launcher runs in a thread, so it installs no signal handlers of its own and
-    this process keeps its graceful stop (SIGTERM, Ctrl-C)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
+    On one machine the workers meet at a store on 127.0.0.1 that this process holds
+    (nothing listens beyond loopback; torch elastic's rendezvous would listen on every
+    interface); across machines, torch elastic's c10d rendezvous at
+    ``how.rendezvous`` (run in a thread, so that it installs no signal handlers)."""
     context = torch.multiprocessing.get_context("spawn")
     messages, stop = context.Queue(), context.Event()
-    single = how.nodes == 1
+    full = (*args, messages, stop)
+    results: dict[int, Any] = {}
+
+    def handle(message: tuple[Any, ...]) -> None:
+        if message[0] == "result":
+            results[message[1]] = message[2]
+        else:
+            on_message(message)
+
+    def until(finished: Callable[[], bool]) -> None:
+        while True:
+            if stop_requested() and not stop.is_set():
+                stop.set()
+            try:
+                handle(messages.get(timeout=0.2))
+                continue
+            except queue_module.Empty:
+                pass
+            if finished():
+                break
+        while not messages.empty():
+            handle(messages.get())
+
+    if how.nodes == 1:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                              master_listen_fd=listener.detach())  # fmt: skip
+        with _workers_environment(single_machine=True):
+            processes = torch.multiprocessing.start_processes(
+                _on_this_machine, args=(worker, full, how.devices, port),
+                nprocs=how.devices, join=False, start_method="spawn",
+            )  # fmt: skip
+        until(lambda: processes.join(timeout=0))
+        del store
+        return results.get(0)
+    return _with_torch_elastic(how, worker, full, until)
+
+
+def _on_this_machine(
+    index: int, worker: Callable[..., Any], args: tuple[Any, ...], world: int, port: int
+) -> None:
+    """A spawned worker on this machine: its place in the group, then ``worker``; the
+    return value goes back through the messages (``args[-2]``)."""
+    os.environ.update({"LOCAL_RANK": str(index), "RANK": str(index),
+                       "WORLD_SIZE": str(world), _STORE_PORT: str(port)})  # fmt: skip
+    result = worker(*args)
+    args[-2].put(("result", index, result))
+
+
+def _with_torch_elastic(
+    how: Launch,
+    worker: Callable[..., Any],
+    args: tuple[Any, ...],
+    until: Callable[[Callable[[], bool]], None],
+) -> Any:
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     config = LaunchConfig(
         min_nodes=how.nodes, max_nodes=how.nodes, nproc_per_node=how.devices,
-        run_id=f"multitask-cnn-{uuid.uuid4().hex[:12]}" if single else "multitask-cnn",
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0" if single else how.rendezvous,
-        local_addr="127.0.0.1" if single else None,
+        run_id="multitask-cnn", rdzv_backend="c10d", rdzv_endpoint=how.rendezvous,
         max_restarts=0, start_method="spawn", monitor_interval=0.2,
     )  # fmt: skip
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["results"] = elastic_launch(config, worker)(*args, messages, stop)
+            outcome["results"] = elastic_launch(config, worker)(*args)
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = error
 
     thread = threading.Thread(target=run, name="training-workers", daemon=True)
-    with _workers_environment(), _launcher_quiet():
+    with _workers_environment(single_machine=False), _launcher_quiet():
         thread.start()
-        while thread.is_alive() or not messages.empty():
-            if stop_requested() and not stop.is_set():
-                stop.set()
-            try:
-                on_message(messages.get(timeout=0.2))
-            except queue_module.Empty:
-                continue
+        until(lambda: not thread.is_alive())
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
@@ -299,19 +350,25 @@ def _launcher_quiet() -> Iterator[None]:
         launcher.removeFilter(quiet)
 
 
-class _workers_environment:
-    """Mark the workers as ours (so that :func:`refuse_torchrun` lets them be) while
-    they are spawned; spawned children inherit this process's environment."""
-
-    def __enter__(self) -> None:
-        self._before = os.environ.get(_OURS)
-        os.environ[_OURS] = "1"
-
-    def __exit__(self, *exc: object) -> None:
-        if self._before is None:
-            os.environ.pop(_OURS, None)
-        else:
-            os.environ[_OURS] = self._before
+@contextmanager
+def _workers_environment(single_machine: bool) -> Iterator[None]:
+    """Set, while the workers are spawned (they inherit this process's environment):
+    the mark that they are ours (:func:`refuse_torchrun` lets them be) and, on one
+    machine, gloo's interface: loopback, so nothing listens beyond this machine (and
+    no hostname lookup is needed)."""
+    settings = {_OURS: "1"}
+    if single_machine and "GLOO_SOCKET_IFNAME" not in os.environ:
+        settings["GLOO_SOCKET_IFNAME"] = "lo0" if sys.platform == "darwin" else "lo"
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def join_group(device_type: str, stop: Any) -> tuple[Group, int]:
@@ -323,7 +380,15 @@ def join_group(device_type: str, stop: Any) -> tuple[Group, int]:
     local_rank = int(os.environ["LOCAL_RANK"])
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if _STORE_PORT in os.environ:  # one machine: the node's process holds the store
+        store = dist.TCPStore(
+            "127.0.0.1", int(os.environ[_STORE_PORT]), is_master=False
+        )
+        dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))  # fmt: skip
+    else:  # torch elastic set MASTER_ADDR / MASTER_PORT up
+        dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     return Group(rank, world, stop if rank == 0 else None), local_rank
 
