@@ -152,10 +152,12 @@ class Group:
 
     def average_gradients(
         self, params: Sequence[torch.nn.Parameter], values: torch.Tensor
-    ) -> tuple[torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Average every parameter's gradient over the ranks (a missing one counts as
-        zero) in one all-reduce that also averages ``values`` and carries rank 0's
-        stop request; returns the averaged values and whether to stop."""
+        zero) in one all-reduce that also averages ``values`` and carries the stop
+        request of the node's process; returns the averaged values and a flag, > 0
+        when a stop was asked for (tensors on the device: the caller reads them when
+        it syncs anyway)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         stop = float(self.stop is not None and self.stop.is_set())
         flat = torch.cat(
@@ -169,8 +171,7 @@ class Group:
             end = begin + grad.numel()
             param.grad = flat[begin:end].view_as(grad).to(grad.dtype)
             begin = end
-        averaged = flat[begin : begin + values.numel()].view_as(values)
-        return averaged, bool(flat[-1] > 0)
+        return flat[begin : begin + values.numel()].view_as(values), flat[-1]
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's parameters and buffers everywhere (as DDP does at its start)."""

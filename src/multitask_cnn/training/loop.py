@@ -322,11 +322,11 @@ def train_one_epoch(
         )
         stop_now = stop is not None and stop.requested
         if group is not None:  # every worker's gradients, losses and stop request
-            averaged, stop_all = group.average_gradients(trained, stacked)
+            averaged, stop_flag = group.average_gradients(trained, stacked)
             guard.update(averaged)
-            if step % check_every == 0:
+            if step % check_every == 0:  # (the one host sync, as without a group)
                 guard.check(n_steps)  # the same verdict on every worker
-                stop_now = stop_now or stop_all
+                stop_now = stop_now or bool(stop_flag > 0)
         if scaler is None:
             optimizer.step()
         else:  # unscales, skips the step if a gradient overflowed, adapts the scale
