@@ -61,7 +61,7 @@ def test_the_training_node_on_two_gloo_workers_matches_one_process(
     training = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
     runs = {}
     for devices in (1, 2):
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id="0") as run:  # the store's Default
             checkpoint, history, _ = train_multitask_model(
                 model_inputs[0], model_inputs[1], normalisation_stats, tasks_params, {},
                 training | {"devices": devices}, {}, None, {"enabled": False},

@@ -259,18 +259,25 @@ def launch(
             on_message(message)
 
     def until(finished: Callable[[], bool]) -> None:
-        while True:
-            if stop_requested() and not stop.is_set():
-                stop.set()
-            try:
-                handle(messages.get(timeout=0.2))
-                continue
-            except queue_module.Empty:
-                pass
-            if finished():
-                break
-        while not messages.empty():
-            handle(messages.get())
+        """Handle messages until ``finished()`` (which raises when a worker failed);
+        then what is left, so that a failed worker's own error is read too."""
+        try:
+            while True:
+                if stop_requested() and not stop.is_set():
+                    stop.set()
+                try:
+                    handle(messages.get(timeout=0.2))
+                    continue
+                except queue_module.Empty:
+                    pass
+                if finished():
+                    break
+        finally:
+            while True:
+                try:
+                    handle(messages.get(timeout=0.1))
+                except queue_module.Empty:
+                    break
 
     if how.nodes == 1:
         listener = socket.create_server(("127.0.0.1", 0))
@@ -282,8 +289,15 @@ def launch(
                 _on_this_machine, args=(worker, full, how.devices, port),
                 nprocs=how.devices, join=False, start_method="spawn",
             )  # fmt: skip
-        until(lambda: processes.join(timeout=0))
-        del store
+        try:
+            until(lambda: processes.join(timeout=0))
+        except BaseException:  # this side failed (or a worker did): none trains on
+            for process in processes.processes:
+                if process.is_alive():
+                    process.terminate()
+            raise
+        finally:
+            del store
         return results.get(0)
     return _with_torch_elastic(how, worker, full, until)
 

@@ -5,9 +5,9 @@ same budget (epochs, optimizer, batch, early stopping, seeds)."""
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch
@@ -313,9 +313,9 @@ def _data_parallel(
 ) -> TrainState:
     """Train ``job`` on ``how.world`` workers; here: log and save what rank 0 sends,
     then rebuild the trained state on ``device`` from what it returns."""
-    try:
-        pickle.dumps(job.build)
-    except (pickle.PicklingError, AttributeError, TypeError) as error:
+    try:  # what spawning the workers does with it (serialising only, never loading)
+        ForkingPickler.dumps(job.build)
+    except Exception as error:
         raise TypeError(
             "training on several devices spawns workers, which need a picklable build "
             f"function (a module-level function or a functools.partial): {error}"
