@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import io
+import itertools
 import logging
 import os
 import queue as queue_module
@@ -173,6 +174,11 @@ class Group:
             begin = end
         return flat[begin : begin + values.numel()].view_as(values), flat[-1]
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (batch-norm running statistics) everywhere."""
+        for tensor in module.buffers():
+            dist.broadcast(tensor.data, src=0)
+
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's parameters and buffers everywhere (as DDP does at its start)."""
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -313,6 +319,9 @@ def _on_this_machine(
     args[-2].put(("result", index, result))
 
 
+_LAUNCHES = itertools.count(1)  # several-machine launches made by this process
+
+
 def _with_torch_elastic(
     how: Launch,
     worker: Callable[..., Any],
@@ -323,7 +332,9 @@ def _with_torch_elastic(
 
     config = LaunchConfig(
         min_nodes=how.nodes, max_nodes=how.nodes, nproc_per_node=how.devices,
-        run_id="multitask-cnn", rdzv_backend="c10d", rdzv_endpoint=how.rendezvous,
+        # the same on every machine: they train the same models in the same order
+        run_id=f"multitask-cnn-{next(_LAUNCHES)}", rdzv_backend="c10d",
+        rdzv_endpoint=how.rendezvous,
         max_restarts=0, start_method="spawn", monitor_interval=0.2,
     )  # fmt: skip
     outcome: dict[str, Any] = {}
@@ -342,7 +353,10 @@ def _with_torch_elastic(
     if "error" in outcome:
         raise outcome["error"]
     results = outcome["results"]
-    return results.get(0) if isinstance(results, dict) else results
+    if not isinstance(results, dict):
+        return results
+    # keyed by global rank: this machine's first worker is the one that returned
+    return next((results[r] for r in sorted(results) if results[r] is not None), None)
 
 
 class _NoSignalWarning(logging.Filter):
@@ -405,7 +419,7 @@ def join_group(device_type: str, stop: Any) -> tuple[Group, int]:
     else:  # torch elastic set MASTER_ADDR / MASTER_PORT up
         dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
-    return Group(rank, world, stop if rank == 0 else None), local_rank
+    return Group(rank, world, stop if local_rank == 0 else None), local_rank
 
 
 def _die_with_parent() -> None:

@@ -108,6 +108,12 @@ class Budget:
         source's batch size; the fusion settings do not concern it."""
         settings = {k: v for k, v in vars(self).items()
                     if k not in ("source_batch_size", "fusion_steps", *SPEED_ONLY)}  # fmt: skip
+        if (
+            self.devices * self.nodes == 1
+        ):  # one process: keys as before workers existed
+            settings = {
+                k: v for k, v in settings.items() if k not in ("devices", "nodes")
+            }
         return settings | {"batch_size": self.batch_size_of(source)}
 
 

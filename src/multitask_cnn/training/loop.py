@@ -324,7 +324,9 @@ def train_one_epoch(
         if group is not None:  # every worker's gradients, losses and stop request
             averaged, stop_flag = group.average_gradients(trained, stacked)
             guard.update(averaged)
-            if step % check_every == 0:  # (the one host sync, as without a group)
+            # (the one host sync, as without a group; and at the epoch's last step, so
+            # that a stop request is read however few steps an epoch has)
+            if step % check_every == 0 or step == n_steps:
                 guard.check(n_steps)  # the same verdict on every worker
                 stop_now = stop_now or bool(stop_flag > 0)
         if scaler is None:
@@ -475,6 +477,8 @@ def fit(
             for k in list(train_metrics)
             if k.startswith("weight.")
         }
+        if group is not None:  # every worker validates with the first one's statistics
+            group.broadcast_buffers(model)
         val_metrics = evaluate(model, val, kinds, device, epoch=epoch, precision=precision,
                                channels_last=channels_last, group=group)  # fmt: skip
         record: dict[str, Any] = {"epoch": epoch}

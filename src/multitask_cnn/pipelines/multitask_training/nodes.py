@@ -110,7 +110,14 @@ def train_multitask_model(
 
 
 # training settings that do not change what training computes
-_NOT_IDENTITY = ("epochs", "resume", "log_every_epoch", "device")
+_NOT_IDENTITY = (
+    "epochs",
+    "resume",
+    "log_every_epoch",
+    "device",
+    "rendezvous",
+    "compile",
+)
 _PART = "multitask"  # the one model this node trains (its part in the progress file)
 
 
@@ -122,6 +129,8 @@ def _progress_identity(specs, model_config, config, transfer_config, start, inpu
         for k, v in config.model_dump(mode="json").items()
         if k not in _NOT_IDENTITY
     }
+    if config.devices * config.nodes == 1:  # one process: as before workers existed
+        training = {k: v for k, v in training.items() if k not in ("devices", "nodes")}
     return {
         "tasks": effective_tasks(specs),
         "model": model_config.effective(),
