@@ -14,6 +14,10 @@ os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"  # before anything imports kedro
 os.environ["DO_NOT_TRACK"] = "true"  # MLflow compares with "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # each test picks its own store
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # One test process per core (pytest -n auto): one thread each, and the same for the
+    # kedro runs and workers they start, or the processes would fight for the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 
