@@ -248,7 +248,7 @@ def test_the_ui_shows_the_run_its_metrics_and_a_plot_in_chromium(team_run):
             if page.get_by_role("button", name="Close").count():
                 page.get_by_role("button", name="Close").first.click()  # the assistant
             page.get_by_placeholder("Search metrics").fill("test.")  # per-task metrics
-            page.get_by_role("link", name="test.left.accuracy").wait_for()
+            page.get_by_role("link", name="test.left.accuracy", exact=True).wait_for()
             page.screenshot(path=ARTIFACTS / "mlflow_ui_run.png")
 
             page.get_by_role("tab", name="Artifacts").click()

@@ -106,7 +106,50 @@ def test_smoke_pipeline_records_everything_in_mlflow(smoke_run):
         "model/pretrained_backbone.pt",
         "reports/pretraining_history.csv",
         "reports/transfer_report.json",
+        "reports/insight.json",
+        "reports/insight.md",
+        "plots/insight_plots/robustness.png",
+        "plots/insight_plots/generalisation.png",
     }
+    # the insight the smoke env asks for: robustness and generalisation, with the
+    # single-task models beside the multi-task one
+    insight = json.loads(
+        (project_copy / "data/smoke/08_reporting/insight.json").read_text()
+    )
+    metrics = run.data.metrics
+    clean, *corrupted = insight["robustness"]["rows"]
+    assert [(r["corruption"], r["severity"]) for r in corrupted][:3] == [
+        ("gaussian_noise", 1),
+        ("gaussian_noise", 3),
+        ("gaussian_noise", 5),
+    ]
+    assert len(corrupted) == 5 * 3
+    for prefix, model in (("", "multitask"), ("stl.", "single_task")):
+        assert metrics[f"{prefix}robust.clean.left.accuracy"] == pytest.approx(
+            clean["scores"][model]["left"]
+        )
+        assert metrics[f"{prefix}robust.occlusion.5.right.accuracy"] == pytest.approx(
+            corrupted[-1]["scores"][model]["right"]
+        )
+        assert 0 < metrics[f"{prefix}robust.relative.left"] < 1.5
+        for split in ("train", "val", "test", "shifted"):
+            assert 0 <= metrics[f"{prefix}generalisation.{split}.left.accuracy"] <= 1
+    # the clean rows are the evaluation's test predictions (the whole smoke test split)
+    assert metrics["robust.clean.left.accuracy"] == pytest.approx(
+        metrics["test.left.accuracy"]
+    )
+    assert metrics["stl.robust.clean.left.accuracy"] == pytest.approx(
+        metrics["stl.left.accuracy"]
+    )
+    assert metrics["generalisation.gap.left"] == pytest.approx(
+        metrics["generalisation.train.left.accuracy"]
+        - metrics["generalisation.test.left.accuracy"]
+    )
+    # the strongest occlusion hides half the canvas side: every model loses accuracy
+    assert (
+        corrupted[-1]["scores"]["multitask"]["left"]
+        < clean["scores"]["multitask"]["left"]
+    )
     # the single-task baselines, trained in the same run, and Δm against them
     assert 0 <= run.data.metrics["stl.left.accuracy"] <= 1
     assert math.isfinite(run.data.metrics["delta_m"])

@@ -33,6 +33,7 @@ from pydantic import (
 
 from multitask_cnn.data.sources import SOURCES, source_class_names
 from multitask_cnn.errors import UserError
+from multitask_cnn.evaluation.corruptions import CORRUPTIONS, SEVERITIES
 from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
 from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
@@ -72,6 +73,7 @@ PARAMETER_FILES = {
     "evaluation": "conf/base/parameters_evaluation.yml",
     "pretraining": "conf/base/parameters_transfer.yml",
     "transfer": "conf/base/parameters_transfer.yml",
+    "insight": "conf/base/parameters_insight.yml",
 }
 
 M = TypeVar("M", bound="BaseModel")
@@ -435,6 +437,31 @@ class EvaluationConfig(_Strict):
     model_alias: str | None = "candidate"  # given to the new version
 
 
+class InsightConfig(_Strict):
+    """The optional ``insight`` stage (README "Insight"): each part runs when true."""
+
+    robustness: bool = False  # test metrics under common corruptions, by severity
+    generalisation: bool = False  # train / val / test gap, and a shifted test set
+    corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))
+    severities: list[Literal[1, 2, 3, 4, 5]] = Field(
+        default_factory=lambda: list(SEVERITIES)
+    )
+    max_images: PositiveInt = 2000  # first rows of each split that the parts read
+    seed: int = 0  # the random corruptions' draws and the shifted composites
+
+    @field_validator("corruptions", "severities")
+    @classmethod
+    def _some_and_distinct(cls, values: list[Any]) -> list[Any]:
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"list at least one value, each once; got {values}")
+        unknown = [v for v in values if isinstance(v, str) and v not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown corruptions {unknown}; known: {list(CORRUPTIONS)}"
+            )
+        return values
+
+
 class ProjectParameters(_Strict):
     """The whole parameter tree, checked before a run starts."""
 
@@ -445,6 +472,7 @@ class ProjectParameters(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
+    insight: InsightConfig = Field(default_factory=InsightConfig)
     allow_download: bool = False  # read by the `fashion_mnist` catalog entry
     # read by conf/base/mlflow.yml (tracking.run): log into this MLflow run (an Airflow
     # DAG run's tasks share one), under this name

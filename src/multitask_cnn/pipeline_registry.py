@@ -8,6 +8,7 @@ from multitask_cnn.pipelines import (
     baselines,
     data_prep,
     evaluation,
+    insight,
     multitask_training,
     pretraining,
     weight_transfer,
@@ -16,7 +17,8 @@ from multitask_cnn.pipelines import (
 
 def register_pipelines() -> dict[str, Pipeline]:
     """``__default__`` chains data_prep → pretraining → weight_transfer →
-    multitask_training (and the baselines) → evaluation."""
+    multitask_training (and the baselines) → evaluation → insight (whose parts run
+    when asked for)."""
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
         "pretraining": pretraining.create_pipeline(),
@@ -24,6 +26,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "baselines": baselines.create_pipeline(),
         "multitask_training": multitask_training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
+        "insight": insight.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), start=Pipeline([]))
     return pipelines

@@ -89,6 +89,24 @@ def test_canvas_too_small_for_the_shift_is_refused(fashion_mnist_small):
                              10, np.random.default_rng(0), canvas_size=30, max_shift=4)  # fmt: skip
 
 
+def test_min_shift_moves_every_item_at_least_that_far_in():
+    # class 0 items are flat 50, class 1 items flat 200: a pixel of exactly 50 shows
+    # where a class-0 item lies alone
+    images = np.repeat(np.array([50, 200], dtype=np.uint8), 20)[:, None, None]
+    images = np.broadcast_to(images, (40, 28, 28)).copy()
+    labels = np.repeat(np.array([0, 1]), 20)
+    canvas, tasks, _ = compose_multifashion(images, labels, 200, np.random.default_rng(3),
+                                            max_shift=8, min_shift=5)  # fmt: skip
+    for k in np.flatnonzero(tasks["left"] == 0):  # the top-left item is the flat 50
+        rows, cols = np.nonzero(canvas[k] == 50)
+        assert rows.min() >= 5 and cols.min() >= 5  # moved in by 5 to 8 px per axis
+    for k in np.flatnonzero(tasks["right"] == 0):  # the bottom-right item is
+        rows, cols = np.nonzero(canvas[k] == 50)
+        assert rows.max() <= 35 - 5 and cols.max() <= 35 - 5
+    with pytest.raises(ValueError, match="min_shift=5 must lie in"):
+        compose_multifashion(images, labels, 5, np.random.default_rng(0), min_shift=5)
+
+
 @pytest.mark.parametrize("val_fraction", [0.1, 0.25, 0.5])
 def test_val_pool_is_disjoint_and_stratified(fashion_mnist_small, val_fraction):
     labels = fashion_mnist_small.train_labels

@@ -48,6 +48,18 @@ def test_saving_again_replaces_the_files(tmp_path):
     assert _png_size(tmp_path / "plots" / "a.png") == (40, 20)
 
 
+def test_replace_removes_the_images_the_new_dict_does_not_name(tmp_path):
+    folder = tmp_path / "plots"
+    FiguresDataset(str(folder)).save({"old.png": _figure(), "kept.png": _figure()})
+    (folder / "notes.txt").write_text("not an image")
+    FiguresDataset(str(folder)).save({"kept.png": _figure()})  # default: left alone
+    assert sorted(os.listdir(folder)) == ["kept.png", "notes.txt", "old.png"]
+    FiguresDataset(str(folder), replace=True).save({"kept.png": _figure()})
+    assert sorted(os.listdir(folder)) == ["kept.png", "notes.txt"]
+    FiguresDataset(str(folder), replace=True).save({})
+    assert sorted(os.listdir(folder)) == ["notes.txt"]
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

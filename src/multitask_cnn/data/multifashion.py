@@ -108,10 +108,12 @@ def compose_multifashion(
     max_shift: int = 4,
     *,
     pool: np.ndarray | None = None,
+    min_shift: int = 0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Build ``n`` composites from ``images`` (N, h, w) uint8 and their ``labels``.
 
     ``pool`` holds the indices into ``images`` that composites may use (default: all).
+    Each item moves inwards by ``min_shift`` to ``max_shift`` pixels per axis.
     Returns uint8 canvases ``(n, canvas_size, canvas_size)``, int64 labels
     ``{"left": (n,), "right": (n,)}`` and the int64 ``source_index`` ``(n, 2)``: for
     each composite, the indices into ``images`` of its left and its right item.
@@ -123,10 +125,14 @@ def compose_multifashion(
             f"canvas_size={canvas_size} leaves {slack} px around {height}x{width} items; "
             f"max_shift={max_shift} needs a canvas of at least {max(height, width) + max_shift}"
         )
+    if not 0 <= min_shift <= max_shift:
+        raise ValueError(
+            f"min_shift={min_shift} must lie in [0, max_shift={max_shift}]"
+        )
     pool = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
     first, second = draw_pairs(labels[pool], n, rng)
     left, right = pool[first], pool[second]
-    shifts = rng.integers(0, max_shift + 1, size=(4, n))
+    shifts = rng.integers(min_shift, max_shift + 1, size=(4, n))
     top_left = _place(images[left], shifts[0], shifts[1], canvas_size)
     bottom_right = _place(
         images[right], slack - shifts[2], slack - shifts[3], canvas_size

@@ -31,7 +31,10 @@ class FiguresDataset(
     - a folder: save a dict ``{file name: Figure}``, one file per entry in that
       folder (``confusion_matrix_left.png``). Each file is written atomically; the
       set is not (a failure part-way leaves the earlier files new, the later ones
-      old). Files of the folder that are not in the dict are left as they are.
+      old). Files of the folder that are not in the dict are left as they are, unless
+      ``replace: true``: then the folder's image files that the dict does not name are
+      removed once the new ones are written (a figure a run did not make is not
+      mistaken for one of its own).
     - an image file (``.png``, ``.svg``, ``.pdf``, ...): save a single Figure.
 
     The file suffix sets the image format. ``load`` gives the saved images back
@@ -56,9 +59,11 @@ class FiguresDataset(
         filepath: str,
         *,
         save_args: dict[str, Any] | None = None,
+        replace: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(filepath, save_args=save_args, metadata=metadata)
+        self._replace = replace
         if "format" in self._save_args:
             raise DatasetError(
                 f"{filepath}: remove save_args.format; the file suffix "
@@ -78,6 +83,10 @@ class FiguresDataset(
                 figure.savefig(
                     temp, format=_image_format(target.name), **self._save_args
                 )
+        if self._replace and not self._single_file:
+            kept = {target.name for target, _ in files}
+            for stale in set(self._read(Path(self._filepath))) - kept:
+                (Path(self._filepath) / stale).unlink()
 
     def _files(self, data: Figure | Mapping[str, Figure]) -> list[tuple[Path, Figure]]:
         """Check all the data before any file is written; pair figures with paths."""

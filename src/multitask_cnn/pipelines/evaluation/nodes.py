@@ -57,22 +57,24 @@ def _model_of(checkpoint: dict[str, Any], tasks: dict[str, TaskSpec]) -> MultiTa
     return model
 
 
-def _predict(
+def predict_checkpoint(
     checkpoint: dict[str, Any],
-    model_input_test: dict[str, Any],
+    model_input: dict[str, Any],
     normalisation_stats: dict[str, Any],
     specs: dict[str, TaskSpec],
     config: EvaluationConfig,
+    where: str = "test",
 ) -> Predictions:
     """Rebuild a checkpoint's model (refused when it was trained for other tasks or on
-    differently normalised data) and predict ``specs``' labels on the labelled test
-    rows of each task's own source; regression values in original units."""
+    differently normalised data) and predict ``specs``' labels on the labelled rows
+    of each task's own source in ``model_input`` (one split, named ``where`` in
+    errors); regression values in original units."""
     model = _model_of(
         checkpoint, check_checkpoint(checkpoint, specs, normalisation_stats)
     )
     device = resolve_device(config.device)
     model.to(device)
-    test = task_splits(model_input_test, normalisation_stats, specs, "test")
+    test = task_splits(model_input, normalisation_stats, specs, where)
     outputs = predict(model, in_turn(test, config.batch_size), device)
     predictions: Predictions = {}
     for split in test.values():
@@ -97,7 +99,7 @@ def predict_test(
 ) -> Predictions:
     """The multi-task model's predictions of every task on the test split."""
     config = parse(EvaluationConfig, evaluation, "evaluation")
-    return _predict(multitask_checkpoint, model_input_test, normalisation_stats,
+    return predict_checkpoint(multitask_checkpoint, model_input_test, normalisation_stats,
                     parse_tasks(tasks), config)  # fmt: skip
 
 
@@ -119,7 +121,7 @@ def predict_baselines(
         )
     predictions: Predictions = {}
     for task, spec in specs.items():
-        predictions |= _predict(baseline_checkpoints[task], model_input_test,
+        predictions |= predict_checkpoint(baseline_checkpoints[task], model_input_test,
                                 normalisation_stats, {task: spec}, config)  # fmt: skip
     return predictions
 
