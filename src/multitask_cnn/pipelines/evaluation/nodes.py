@@ -103,6 +103,18 @@ def predict_test(
                     parse_tasks(tasks), config)  # fmt: skip
 
 
+def check_baselines(
+    baseline_checkpoints: dict[str, Any], specs: dict[str, TaskSpec]
+) -> None:
+    """Refuse baselines that lack a task of ``specs``, naming the tasks."""
+    missing = sorted(set(specs) - set(baseline_checkpoints))
+    if missing:
+        raise CheckpointMismatchError(
+            f"no single-task baseline for tasks {missing}; run the baselines pipeline "
+            "(`kedro run` includes it)"
+        )
+
+
 def predict_baselines(
     baseline_checkpoints: dict[str, Any],
     model_input_test: dict[str, Any],
@@ -113,12 +125,7 @@ def predict_baselines(
     """Each task's single-task model's predictions on the test split."""
     config = parse(EvaluationConfig, evaluation, "evaluation")
     specs = parse_tasks(tasks)
-    missing = sorted(set(specs) - set(baseline_checkpoints))
-    if missing:
-        raise CheckpointMismatchError(
-            f"no single-task baseline for tasks {missing}; run the baselines pipeline "
-            "(`kedro run` includes it)"
-        )
+    check_baselines(baseline_checkpoints, specs)
     predictions: Predictions = {}
     for task, spec in specs.items():
         predictions |= predict_checkpoint(baseline_checkpoints[task], model_input_test,

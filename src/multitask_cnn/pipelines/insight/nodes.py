@@ -23,7 +23,7 @@ from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.multifashion import compose_multifashion, derived_labels
 from multitask_cnn.data.tensors import to_model_input
 from multitask_cnn.evaluation.corruptions import corrupt
-from multitask_cnn.pipelines.evaluation.nodes import predict_checkpoint
+from multitask_cnn.pipelines.evaluation.nodes import check_baselines, predict_checkpoint
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.tracking import final_metrics
@@ -81,12 +81,7 @@ def _scores(
 
 def _checkpoints(multitask: dict[str, Any], baselines: dict[str, Any],
                  specs: dict[str, TaskSpec]) -> dict[str, Any]:  # fmt: skip
-    missing = sorted(set(specs) - set(baselines))
-    if missing:
-        raise ValueError(
-            f"no single-task baseline for tasks {missing}: the insight compares with "
-            "them; run the baselines pipeline (`kedro run` includes it)"
-        )
+    check_baselines(baselines, specs)
     return {MULTITASK: multitask} | {task: baselines[task] for task in specs}
 
 
