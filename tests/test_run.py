@@ -108,15 +108,30 @@ def test_smoke_pipeline_records_everything_in_mlflow(smoke_run):
         "reports/transfer_report.json",
         "reports/insight.json",
         "reports/insight.md",
+        "plots/insight_plots/sharing.png",
+        "plots/insight_plots/saliency.png",
         "plots/insight_plots/robustness.png",
         "plots/insight_plots/generalisation.png",
     }
-    # the insight the smoke env asks for: robustness and generalisation, with the
-    # single-task models beside the multi-task one
+    # the insight the smoke env asks for: every part, with the single-task models
+    # beside the multi-task one
     insight = json.loads(
         (project_copy / "data/smoke/08_reporting/insight.json").read_text()
     )
     metrics = run.data.metrics
+    sharing = insight["sharing"]
+    assert sharing["stages"] == ["conv1", "conv2", "fc"] and sharing["pairs"] == [
+        ["left", "right"]
+    ]
+    assert metrics["sharing.cka.fc.left.right"] == pytest.approx(
+        sharing["cka"]["fc"][0]
+    )
+    assert 0 < metrics["sharing.cka.conv1.left.right"] <= 1
+    assert -1 <= metrics["sharing.gradient_cosine.conv2.left.right"] <= 1
+    assert metrics["sharing.recommended_shared_stages"] in (0, 1, 2, 3)
+    assert insight["saliency"]["stage"] == "conv2"
+    for prefix in ("", "stl."):
+        assert 0 <= metrics[f"{prefix}saliency.top_left_mass.left"] <= 1
     clean, *corrupted = insight["robustness"]["rows"]
     assert [(r["corruption"], r["severity"]) for r in corrupted][:3] == [
         ("gaussian_noise", 1),

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
+import torch
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -440,14 +441,27 @@ class EvaluationConfig(_Strict):
 class InsightConfig(_Strict):
     """The optional ``insight`` stage (README "Insight"): each part runs when true."""
 
+    # on by default: the parts that cost under 1 % of the default run's training
+    # (README "Insight", bench/insight_cost.py)
+    sharing: bool = True  # per-stage CKA of the single-task models, gradient cosines
+    saliency: bool = True  # Grad-CAM heat maps per task (captum)
     robustness: bool = False  # test metrics under common corruptions, by severity
-    generalisation: bool = False  # train / val / test gap, and a shifted test set
+    generalisation: bool = True  # train / val / test gap, and a shifted test set
     corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))
     severities: list[Literal[1, 2, 3, 4, 5]] = Field(
         default_factory=lambda: list(SEVERITIES)
     )
     max_images: PositiveInt = 2000  # first rows of each split that the parts read
     seed: int = 0  # the random corruptions' draws and the shifted composites
+    # sharing and saliency: the first probe_images test rows of each source
+    probe_images: int = Field(default=500, ge=2)
+    # a stage is worth sharing when every task pair's CKA there is at least this (and
+    # the tasks' gradients do not disagree on average where the model shares it)
+    cka_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # Grad-CAM's stage (a backbone stage name); None: the deepest one whose output is
+    # still an image
+    saliency_stage: str | None = None
+    saliency_images: PositiveInt = 6  # test images shown in saliency.png
 
     @field_validator("corruptions", "severities")
     @classmethod
@@ -504,6 +518,36 @@ class ProjectParameters(_Strict):
             get_backbone(self.model.backbone, **self._backbone_args())
         except (TypeError, ValueError) as error:
             raise ValueError(f"data_prep.canvas_size={canvas}: {error}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _saliency_stage_exists(self) -> ProjectParameters:
+        """``insight.saliency_stage`` names a stage of the backbone whose output is
+        still an image (Grad-CAM needs a spatial map)."""
+        stage = self.insight.saliency_stage
+        if stage is None:
+            return self
+        backbone = get_backbone(self.model.backbone, **self._backbone_args())
+        if stage not in backbone.stage_names:
+            raise ValueError(
+                f"insight.saliency_stage={stage!r} is not a stage of "
+                f"{self.model.backbone!r}; its stages are {backbone.stage_names}"
+            )
+        channels = self.model.backbone_args.get("in_channels", 1)
+        x = torch.zeros(
+            2, channels, self.data_prep.canvas_size, self.data_prep.canvas_size
+        )
+        backbone.eval()
+        with torch.no_grad():
+            for name, module in backbone.stages.items():
+                x = module(x)
+                if name == stage:
+                    break
+        if x.dim() != 4:
+            raise ValueError(
+                f"insight.saliency_stage={stage!r}: its output is flat {tuple(x.shape[1:])}, "
+                "not an image; Grad-CAM needs a convolutional stage"
+            )
         return self
 
     @model_validator(mode="after")

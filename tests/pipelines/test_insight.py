@@ -7,6 +7,8 @@ from multitask_cnn.config import DataPrepConfig
 from multitask_cnn.pipelines.insight.nodes import (
     assess_generalisation,
     assess_robustness,
+    assess_saliency,
+    assess_sharing,
     report_insight,
     shifted_multifashion,
 )
@@ -56,7 +58,9 @@ GENERALISATION = {
 
 
 def test_the_report_holds_the_ratios_gaps_and_metric_names():
-    report, table, metrics, figures = report_insight(ROBUSTNESS, GENERALISATION, TASKS)
+    report, table, metrics, figures = report_insight(
+        {}, {}, ROBUSTNESS, GENERALISATION, TASKS
+    )
     relative = report["robustness"]["relative"]
     assert relative["multitask"]["left"] == pytest.approx(
         0.5 / 0.8
@@ -84,12 +88,14 @@ def test_the_report_holds_the_ratios_gaps_and_metric_names():
 
 
 def test_parts_that_are_off_leave_nothing():
-    report, table, metrics, figures = report_insight({}, {}, TASKS)
+    report, table, metrics, figures = report_insight({}, {}, {}, {}, TASKS)
     assert report == {} and metrics == {} and figures == {} and table.strip() == ""
 
 
 def test_the_nodes_do_nothing_when_their_part_is_off():
-    off = {"robustness": False, "generalisation": False}
+    off = dict.fromkeys(("sharing", "saliency", "robustness", "generalisation"), False)
+    assert assess_sharing(None, None, None, None, TASKS, {}, off) == {}
+    assert assess_saliency(None, None, None, None, TASKS, {}, off) == {}
     assert assess_robustness(None, None, None, None, TASKS, {}, off) == {}
     assert assess_generalisation(None, None, None, None, None, None, None, {}, TASKS, {},
                                  off) == {}  # fmt: skip

@@ -57,6 +57,19 @@ def _model_of(checkpoint: dict[str, Any], tasks: dict[str, TaskSpec]) -> MultiTa
     return model
 
 
+def checked_model(
+    checkpoint: dict[str, Any],
+    specs: dict[str, TaskSpec],
+    normalisation_stats: dict[str, Any],
+) -> MultiTaskModel:
+    """A checkpoint's model with the heads of ``specs``; refused (a
+    :class:`CheckpointMismatchError` that says what differs) when it was trained for
+    other tasks or on differently normalised data."""
+    return _model_of(
+        checkpoint, check_checkpoint(checkpoint, specs, normalisation_stats)
+    )
+
+
 def predict_checkpoint(
     checkpoint: dict[str, Any],
     model_input: dict[str, Any],
@@ -69,9 +82,7 @@ def predict_checkpoint(
     differently normalised data) and predict ``specs``' labels on the labelled rows
     of each task's own source in ``model_input`` (one split, named ``where`` in
     errors); regression values in original units."""
-    model = _model_of(
-        checkpoint, check_checkpoint(checkpoint, specs, normalisation_stats)
-    )
+    model = checked_model(checkpoint, specs, normalisation_stats)
     device = resolve_device(config.device)
     model.to(device)
     test = task_splits(model_input, normalisation_stats, specs, where)

@@ -1,4 +1,5 @@
-"""Nodes of the ``insight`` pipeline: the multi-task model against the single-task
+"""Nodes of the ``insight`` pipeline: which stages the tasks should share (sharing),
+what each task looks at (saliency), the multi-task model against the single-task
 models on corrupted test images (robustness) and across splits and a distribution
 shift (generalisation). Each part runs only when its ``insight.<part>`` is true."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -23,10 +25,24 @@ from multitask_cnn.data.fashion_mnist import FashionMNIST
 from multitask_cnn.data.multifashion import compose_multifashion, derived_labels
 from multitask_cnn.data.tensors import to_model_input
 from multitask_cnn.evaluation.corruptions import corrupt
-from multitask_cnn.pipelines.evaluation.nodes import check_baselines, predict_checkpoint
+from multitask_cnn.evaluation.saliency import grad_cam, spatial_stages, top_left_mass
+from multitask_cnn.evaluation.sharing import (
+    centred_gram,
+    cka_of_grams,
+    gradient_cosines,
+    group_tasks,
+    recommend_depth,
+    stage_outputs,
+)
+from multitask_cnn.pipelines.evaluation.nodes import (
+    check_baselines,
+    checked_model,
+    predict_checkpoint,
+)
 from multitask_cnn.seeds import numpy_generator
 from multitask_cnn.tasks import TaskSpec
 from multitask_cnn.tracking import final_metrics
+from multitask_cnn.training import Split, resolve_device, task_splits
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +99,161 @@ def _checkpoints(multitask: dict[str, Any], baselines: dict[str, Any],
                  specs: dict[str, TaskSpec]) -> dict[str, Any]:  # fmt: skip
     check_baselines(baselines, specs)
     return {MULTITASK: multitask} | {task: baselines[task] for task in specs}
+
+
+def _probes(
+    model_input: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    specs: dict[str, TaskSpec],
+    n: int,
+) -> dict[str, Split]:
+    """``{source: Split}``: the first ``n`` test rows of each source the tasks read."""
+    return {source: split.subset(slice(0, min(n, len(split))))
+            for source, split in task_splits(model_input, stats, specs, "test").items()}  # fmt: skip
+
+
+def _pairs(specs: Mapping[str, TaskSpec]) -> list[tuple[str, str]]:
+    return list(combinations(specs, 2))
+
+
+def assess_sharing(
+    multitask_checkpoint: dict[str, Any],
+    baseline_checkpoints: dict[str, Any],
+    model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+    insight: dict[str, Any],
+) -> dict[str, Any]:
+    """Which stages to share. For every pair of tasks and every backbone stage: the
+    linear CKA of the two single-task models' outputs of that stage on one probe set
+    (the first ``insight.probe_images`` test rows of every source), and, at each stage
+    the multi-task model shares, the mean cosine between the two tasks' loss gradients
+    there (batches of its training batch size). Recommends the deepest stage worth
+    sharing (:func:`recommend_depth`) and, for three tasks or more, groups of tasks
+    alike at the first stage not all of them should share. ``{}`` when
+    ``insight.sharing`` is false."""
+    config = parse(InsightConfig, insight, "insight")
+    if not config.sharing:
+        return {}
+    specs = parse_tasks(tasks)
+    if len(specs) < 2:
+        logger.warning("Sharing: one task (%s), nothing to compare", next(iter(specs)))
+        return {}
+    checkpoints = _checkpoints(multitask_checkpoint, baseline_checkpoints, specs)
+    device = resolve_device(parse(EvaluationConfig, evaluation, "evaluation").device)
+    probes = _probes(model_input_test, normalisation_stats, specs, config.probe_images)
+    images = torch.cat([split.images_at(slice(None)) for split in probes.values()])
+    grams: dict[str, dict[str, torch.Tensor]] = {}
+    for task, spec in specs.items():
+        model = checked_model(checkpoints[task], {task: spec}, normalisation_stats)
+        outputs = stage_outputs(model.to(device), images, task)
+        grams[task] = {stage: centred_gram(value) for stage, value in outputs.items()}
+    stages = list(next(iter(grams.values())))
+    pairs = _pairs(specs)
+    cka = {stage: {pair: cka_of_grams(grams[pair[0]][stage], grams[pair[1]][stage])
+                   for pair in pairs} for stage in stages}  # fmt: skip
+    model = checked_model(multitask_checkpoint, specs, normalisation_stats).to(device)
+    size = int(multitask_checkpoint["config"]["training"]["batch_size"])
+    batches = {
+        task: [(probes[spec.source].images_at(slice(i, i + size)),
+                probes[spec.source].labels[task][i : i + size])
+               for i in range(0, len(probes[spec.source]), size)]
+        for task, spec in specs.items()
+    }  # fmt: skip
+    cosines = gradient_cosines(model, batches, specs)
+    depth = recommend_depth(stages, cka, cosines, config.cka_threshold)
+    group_stage = stages[min(depth, len(stages) - 1)]
+    groups = (group_tasks(list(specs), cka[group_stage], config.cka_threshold)
+              if len(specs) >= 3 else None)  # fmt: skip
+    for stage in stages:
+        logger.info("Sharing at %s: CKA %s; gradient cosine %s", stage,
+                    _pair_values(cka[stage]), _pair_values(cosines.get(stage)))  # fmt: skip
+    logger.info("Sharing: share %d of %d stages%s", depth, len(stages),
+                f"; groups at {group_stage}: {groups}" if groups else "")  # fmt: skip
+    return {
+        "images": {source: len(split) for source, split in probes.items()},
+        "stages": stages,
+        "trained_shared_stages": model.shared_stages,
+        "pairs": [list(pair) for pair in pairs],
+        "cka": {stage: [cka[stage][pair] for pair in pairs] for stage in stages},
+        "gradient_cosine": {stage: [per[pair] for pair in pairs]
+                            for stage, per in cosines.items()},
+        "threshold": config.cka_threshold,
+        "recommendation": {
+            "shared_stages": depth,
+            "deepest_shared_stage": stages[depth - 1] if depth else None,
+            "group_stage": group_stage if groups else None,
+            "groups": groups,
+        },
+    }  # fmt: skip
+
+
+def _pair_values(values: Mapping[tuple[str, str], float] | None) -> str:
+    if values is None:
+        return "not shared in the multi-task model"
+    return ", ".join(f"{a}–{b} {v:.3f}" for (a, b), v in values.items())
+
+
+def assess_saliency(
+    multitask_checkpoint: dict[str, Any],
+    baseline_checkpoints: dict[str, Any],
+    model_input_test: dict[str, Any],
+    normalisation_stats: dict[str, Any],
+    tasks: dict[str, Any],
+    evaluation: dict[str, Any],
+    insight: dict[str, Any],
+) -> dict[str, Any]:
+    """What each task looks at: Grad-CAM maps (captum) of every task at
+    ``insight.saliency_stage``, in the multi-task model and in the task's single-task
+    model, on the first ``insight.probe_images`` test rows of the task's source; the
+    mean share of each map's mass in the image's top-left half, and the first
+    ``insight.saliency_images`` images with their maps for the figure. ``{}`` when
+    ``insight.saliency`` is false."""
+    config = parse(InsightConfig, insight, "insight")
+    if not config.saliency:
+        return {}
+    specs = parse_tasks(tasks)
+    checkpoints = _checkpoints(multitask_checkpoint, baseline_checkpoints, specs)
+    device = resolve_device(parse(EvaluationConfig, evaluation, "evaluation").device)
+    probes = _probes(model_input_test, normalisation_stats, specs, config.probe_images)
+    shared = checked_model(multitask_checkpoint, specs, normalisation_stats).to(device)
+    models = {MULTITASK: dict.fromkeys(specs, shared)}
+    models[SINGLE_TASK] = {
+        task: checked_model(checkpoints[task], {task: spec}, normalisation_stats).to(device)
+        for task, spec in specs.items()
+    }  # fmt: skip
+    first = next(iter(probes.values()))
+    first_task = next(iter(specs))
+    spatial = spatial_stages(shared, first_task, first.image_shape)
+    if not spatial:
+        raise ValueError(f"insight.saliency: no stage of {first_task!r}'s path outputs "
+                         "an image; Grad-CAM needs a convolutional stage")  # fmt: skip
+    stage = config.saliency_stage or spatial[-1]
+    shown = config.saliency_images
+    mass: dict[str, dict[str, float]] = {MULTITASK: {}, SINGLE_TASK: {}}
+    examples: dict[str, Any] = {}
+    for source, split in probes.items():
+        images = split.images_at(slice(None))
+        pixels = split.images[:shown]
+        example = {
+            "pixels": np.asarray(pixels)[:, 0],
+            "heat": {MULTITASK: {}, SINGLE_TASK: {}},
+        }
+        for task, spec in specs.items():
+            if spec.source != source:
+                continue
+            for model in MODELS:
+                heat = grad_cam(models[model][task], images, task, stage)
+                mass[model][task] = float(top_left_mass(heat).mean())
+                example["heat"][model][task] = heat[:shown].numpy()
+        examples[source] = example
+    logger.info(
+        "Saliency at %s, top-left share of the heat: %s", stage, _describe(mass)
+    )
+    return {"stage": stage,
+            "images": {source: len(split) for source, split in probes.items()},
+            "top_left_mass": mass, "examples": examples}  # fmt: skip
 
 
 def assess_robustness(
@@ -224,15 +395,29 @@ def assess_generalisation(
 
 
 def report_insight(
-    robustness: dict[str, Any], generalisation: dict[str, Any], tasks: dict[str, Any]
+    sharing: dict[str, Any],
+    saliency: dict[str, Any],
+    robustness: dict[str, Any],
+    generalisation: dict[str, Any],
+    tasks: dict[str, Any],
 ) -> tuple[dict[str, Any], str, dict[str, dict[str, float]], dict[str, Figure]]:
     """The parts that ran as one report, a Markdown table, MLflow metrics and figures
-    (``robustness.png``, ``generalisation.png``)."""
+    (``sharing.png``, ``saliency.png``, ``robustness.png``, ``generalisation.png``)."""
     specs = parse_tasks(tasks)
     report: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     tables: list[str] = []
     figures: dict[str, Figure] = {}
+    if sharing:
+        report["sharing"] = sharing
+        metrics |= _sharing_metrics(sharing)
+        tables.append(_sharing_table(sharing))
+        figures["sharing.png"] = _sharing_figure(sharing)
+    if saliency:
+        report["saliency"] = {k: v for k, v in saliency.items() if k != "examples"}
+        metrics |= _named("saliency", "top_left_mass", saliency["top_left_mass"])
+        tables.append(_saliency_table(saliency))
+        figures["saliency.png"] = _saliency_figure(saliency)
     if robustness:
         report["robustness"] = robustness | {"relative": _relative(robustness)}
         metrics |= _robustness_metrics(report["robustness"])
@@ -244,7 +429,10 @@ def report_insight(
         tables.append(_generalisation_table(report["generalisation"]))
         figures["generalisation.png"] = _generalisation_figure(generalisation, specs)
     if not report:
-        logger.info("No insight asked for (insight.robustness, insight.generalisation)")
+        logger.info(
+            "No insight asked for (insight.sharing, insight.saliency, "
+            "insight.robustness, insight.generalisation)"
+        )
     return report, "\n\n".join(tables) + "\n", final_metrics(metrics), figures
 
 
@@ -397,5 +585,129 @@ def _generalisation_figure(
             axes.set_ylim(max(0.0, low - 0.1), 1.0)
         axes.legend()
     figure.suptitle("Train, val, test and shifted test: multi-task and single-task")
+    figure.tight_layout()
+    return figure
+
+
+def _pair_name(pair: list[str]) -> str:
+    return f"{pair[0]}–{pair[1]}"
+
+
+def _sharing_metrics(sharing: dict[str, Any]) -> dict[str, float]:
+    """``sharing.cka.<stage>.<a>.<b>``, ``sharing.gradient_cosine.<stage>.<a>.<b>`` and
+    ``sharing.recommended_shared_stages``."""
+    metrics = {}
+    for part in ("cka", "gradient_cosine"):
+        for stage, values in sharing[part].items():
+            for (a, b), value in zip(sharing["pairs"], values, strict=True):
+                metrics[f"sharing.{part}.{stage}.{a}.{b}"] = value
+    recommendation = sharing["recommendation"]
+    return metrics | {
+        "sharing.recommended_shared_stages": recommendation["shared_stages"]
+    }
+
+
+def _sharing_table(sharing: dict[str, Any]) -> str:
+    pairs = [_pair_name(pair) for pair in sharing["pairs"]]
+    head = [
+        "stage",
+        *(f"CKA {p}" for p in pairs),
+        *(f"gradient cosine {p}" for p in pairs),
+    ]
+    lines = [f"### Sharing: {_counts(sharing['images'])} test images probed", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for stage in sharing["stages"]:
+        cosines = sharing["gradient_cosine"].get(stage)
+        cells = [stage, *(f"{v:.3f}" for v in sharing["cka"][stage])]
+        cells += (
+            [f"{v:+.3f}" for v in cosines] if cosines else ["not shared"] * len(pairs)
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    recommendation = sharing["recommendation"]
+    depth = recommendation["shared_stages"]
+    lines += ["", f"Recommendation (CKA at least {sharing['threshold']} for every pair, "
+              "gradients not opposed): " + (
+                  f"share the first {depth} of {len(sharing['stages'])} stages, up to "
+                  f"`{recommendation['deepest_shared_stage']}` "
+                  f"(`model.shared_stages: {depth}`; this model shares "
+                  f"{sharing['trained_shared_stages']})" if depth else
+                  "share no stage (`model.shared_stages: 0`)")]  # fmt: skip
+    if recommendation["groups"]:
+        groups = "; ".join(", ".join(group) for group in recommendation["groups"])
+        lines.append(
+            f"Task groups alike at `{recommendation['group_stage']}`: {groups}"
+        )
+    return "\n".join(lines)
+
+
+def _sharing_figure(sharing: dict[str, Any]) -> Figure:
+    stages = sharing["stages"]
+    positions = np.arange(len(stages))
+    figure = Figure(figsize=(max(8.0, 1.6 * len(stages) * 2), 4.2))
+    cka_axes, cosine_axes = figure.subplots(1, 2)
+    for index, pair in enumerate(sharing["pairs"]):
+        label = _pair_name(pair)
+        cka_axes.plot(positions, [sharing["cka"][s][index] for s in stages], marker="o",
+                      label=label)  # fmt: skip
+        shared = [i for i, s in enumerate(stages) if s in sharing["gradient_cosine"]]
+        cosine_axes.plot(shared, [sharing["gradient_cosine"][stages[i]][index]
+                                  for i in shared], marker="o", label=label)  # fmt: skip
+    cka_axes.axhline(sharing["threshold"], color="grey", linestyle="--",
+                     label=f"threshold {sharing['threshold']}")  # fmt: skip
+    cka_axes.set(title="Linear CKA of the single-task models", ylim=(0.0, 1.05),
+                 ylabel="CKA")  # fmt: skip
+    cosine_axes.axhline(0.0, color="grey", linestyle="--")
+    cosine_axes.set(title="Gradient cosine in the multi-task model", ylim=(-1.05, 1.05),
+                    ylabel="cosine")  # fmt: skip
+    depth = sharing["recommendation"]["shared_stages"]
+    for axes in (cka_axes, cosine_axes):
+        axes.set_xticks(positions, stages)
+        axes.set_xlim(-0.5, len(stages) - 0.5)
+        axes.axvspan(-0.5, depth - 0.5, color="tab:green", alpha=0.08)
+        axes.legend(fontsize=7)
+    figure.suptitle(f"Which stages to share: recommended {depth} of {len(stages)} "
+                    "(shaded)")  # fmt: skip
+    figure.tight_layout()
+    return figure
+
+
+def _saliency_table(saliency: dict[str, Any]) -> str:
+    lines = [f"### Saliency: Grad-CAM at `{saliency['stage']}`, "
+             f"{_counts(saliency['images'])} test images", "",
+             "Share of each heat map's mass in the image's top-left half (MultiFashion: "
+             "the `left` item's corner), averaged over the images.", "",
+             "| task | multi-task | single-task |", "|---|---|---|"]  # fmt: skip
+    mass = saliency["top_left_mass"]
+    for task in mass[MULTITASK]:
+        lines.append(f"| {task} | {mass[MULTITASK][task]:.3f} | "
+                     f"{mass[SINGLE_TASK][task]:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _saliency_figure(saliency: dict[str, Any]) -> Figure:
+    """Per source, its first images: the image, then each of its tasks' Grad-CAM
+    overlay in the multi-task model, then in the single-task models."""
+    blocks = []  # (image's index, its source's example, its columns [(model, task)])
+    for example in saliency["examples"].values():
+        columns = [(model, task) for model in MODELS for task in example["heat"][model]]
+        blocks += [(index, example, columns) for index in range(len(example["pixels"]))]
+    width = 1 + max(len(columns) for _, _, columns in blocks)
+    figure = Figure(figsize=(1.6 * width, 1.7 * len(blocks) + 0.6))
+    grid = figure.subplots(len(blocks), width, squeeze=False)
+    for row, (index, example, columns) in enumerate(blocks):
+        image = example["pixels"][index]
+        grid[row][0].imshow(image, cmap="gray")
+        for column, (model, task) in enumerate(columns, start=1):
+            axes = grid[row][column]
+            axes.imshow(image, cmap="gray")
+            axes.imshow(example["heat"][model][task][index], cmap="jet", alpha=0.45,
+                        vmin=0.0, vmax=1.0)  # fmt: skip
+            if row == 0 or columns != blocks[row - 1][2]:
+                axes.set_title(f"{LABEL[model]}\n{task}", fontsize=8)
+        if row == 0:
+            grid[row][0].set_title("image", fontsize=8)
+        for axes in grid[row]:
+            axes.axis("off")
+    figure.suptitle(f"Grad-CAM at {saliency['stage']}: what each task looks at")
     figure.tight_layout()
     return figure
