@@ -8,9 +8,18 @@ single-task models together). Prints a Markdown table and writes the rows as JSO
     KEDRO_DISABLE_TELEMETRY=1 .venv/bin/python bench/sharing_study.py \\
         --n-train 30000 --epochs 8 --out data/08_reporting/sharing_study.json
 
-Rows: the single-task models; `equal` at every partial share depth; every strategy
-at full sharing (`equal` there is the project's default); seeds 0..N-1 for the single-task
-models and the `--seeded` strategies (mean ± std).
+Rows (``--plan strategies``, the default): the single-task models; `equal` at every
+partial share depth; every strategy at full sharing (`equal` there is the project's
+default); seeds 0..N-1 for the single-task models and the `--seeded` strategies
+(mean ± std).
+
+``--plan architectures``: the single-task models, hard sharing at every depth (0 to
+all stages) and each soft-sharing architecture at its default settings
+(``cross_stitch``, ``mtan``, ``mmoe``; README "Soft sharing"), all with `equal` and
+``--seeds`` seeds, with MACs per image beside the parameters:
+
+    KEDRO_DISABLE_TELEMETRY=1 .venv/bin/python bench/sharing_study.py --plan architectures \\
+        --out data/08_reporting/architecture_study.json
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from pathlib import Path
 import torch
 from _multifashion import TASKS, multifashion_splits
 
-from multitask_cnn.evaluation import delta_m
+from multitask_cnn.evaluation import delta_m, macs_per_image
 from multitask_cnn.models import build_model, count_parameters, get_backbone
 from multitask_cnn.training import (
     WEIGHTINGS,
@@ -51,7 +60,9 @@ def test_metrics(model, test: Split, specs, device) -> dict[str, dict[str, float
 
 
 def run(name, specs, build, splits, device, budget, weighting="equal") -> dict:
-    train, val, test = splits
+    train, val, test = (
+        split.only(specs) for split in splits
+    )  # the row's tasks' labels
     tick = time.perf_counter()
     state = train_model(build, specs, train, val, device, budget, weighting=weighting)
     seconds = [h["epoch_seconds"] for h in state.history]
@@ -59,6 +70,7 @@ def run(name, specs, build, splits, device, budget, weighting="equal") -> dict:
         "name": name, "weighting": weighting, "seed": budget.seed,
         "metrics": test_metrics(state.model, test, specs, device),
         "parameters": count_parameters(state.model),
+        "macs_per_image": macs_per_image(state.model, test.image_shape),
         "seconds_per_epoch": statistics.mean(seconds), "epochs_run": len(seconds),
         "wall_seconds": time.perf_counter() - tick,
     }  # fmt: skip
@@ -76,6 +88,8 @@ def main() -> None:
     parser.add_argument("--seeded", default="equal,uncertainty,pcgrad,upgrad")
     parser.add_argument("--strategies", default=",".join(WEIGHTINGS.names()))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--plan", choices=["strategies", "architectures"],
+                        default="strategies")  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=Path("data/08_reporting/sharing_study.json")
     )
@@ -94,20 +108,34 @@ def main() -> None:
                       optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.9,
                       patience=3, min_delta=0.0, seed=seed)  # fmt: skip
 
-    plan = []  # (name, specs, shared_stages, weighting, seed)
+    plan = []  # (name, specs, shared_stages, weighting, seed, architecture)
     for seed in range(args.seeds):
         plan += [
-            (f"single-task {t}", {t: TASKS[t]}, None, "equal", seed) for t in TASKS
+            (f"single-task {t}", {t: TASKS[t]}, None, "equal", seed, "hard")
+            for t in TASKS
         ]
-    plan += [(f"equal, shared_stages={k}", TASKS, k, "equal", 0) for k in range(depth)]
-    plan += [(w, TASKS, None, w, 0) for w in args.strategies.split(",")]  # full sharing
-    plan += [(w, TASKS, None, w, s) for w in seeded for s in range(1, args.seeds)]
+    if args.plan == "architectures":
+        seeds = range(args.seeds)
+        plan += [(f"hard, shared_stages={k}", TASKS, k, "equal", s, "hard")
+                 for k in range(depth + 1) for s in seeds]  # fmt: skip
+        plan += [(a, TASKS, None, "equal", s, a)
+                 for a in ("cross_stitch", "mtan", "mmoe") for s in seeds]  # fmt: skip
+    else:
+        plan += [(f"equal, shared_stages={k}", TASKS, k, "equal", 0, "hard")
+                 for k in range(depth)]  # fmt: skip
+        plan += [(w, TASKS, None, w, 0, "hard") for w in args.strategies.split(",")]
+        plan += [
+            (w, TASKS, None, w, s, "hard") for w in seeded for s in range(1, args.seeds)
+        ]
     rows = []
     started = time.perf_counter()
-    for i, (name, specs, shared, weighting, seed) in enumerate(plan, start=1):
+    for i, (name, specs, shared, weighting, seed, architecture) in enumerate(
+        plan, start=1
+    ):
 
-        def build(specs=specs, shared=shared):
-            return build_model(specs, args.backbone, shared_stages=shared)
+        def build(specs=specs, shared=shared, architecture=architecture):
+            return build_model(specs, args.backbone, shared_stages=shared,
+                               architecture=architecture)  # fmt: skip
 
         row = run(name, specs, build, splits, device, budget(seed), weighting)
         rows.append(row)
@@ -117,12 +145,14 @@ def main() -> None:
     single = {(r["seed"], t): r for r in rows if r["name"].startswith("single-task")
               for t in r["metrics"]}  # fmt: skip
     stl_params = sum(single[0, t]["parameters"] for t in TASKS)
+    stl_macs = sum(single[0, t]["macs_per_image"] for t in TASKS)
     for row in rows:
         if row["name"].startswith("single-task"):
             continue
         baseline = {t: single[row["seed"], t]["metrics"][t] for t in TASKS}
         row["delta_m"], _ = delta_m(row["metrics"], baseline, {})
         row["param_ratio"] = row["parameters"] / stl_params
+        row["macs_ratio"] = row["macs_per_image"] / stl_macs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                     "device": str(device), "threads": torch.get_num_threads(),
@@ -142,10 +172,12 @@ def print_table(rows: list[dict], args, device) -> None:
     print(f"\nbackbone={args.backbone} n_train={args.n_train} (val 10%) n_test={args.n_test} "
           f"epochs={args.epochs} (patience 3) batch=256 adam lr=1e-3 device={device} "
           f"threads={torch.get_num_threads()}\n")  # fmt: skip
+    macs = args.plan == "architectures"
     print(
         "| model | seeds | test acc. left | test acc. right | Δm (%) | s / epoch | parameters (× single-task) |"
+        + (" MACs per image (× single-task) |" if macs else "")
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|" + ("---|" if macs else ""))
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["name"], []).append(row)
@@ -160,7 +192,9 @@ def print_table(rows: list[dict], args, device) -> None:
               f"| {_fmt(acc['right'], 4) if acc['right'] else '–'} "
               f"| {_fmt(delta, 2) if delta else '–'} "
               f"| {_fmt([r['seconds_per_epoch'] for r in group], 1)} "
-              f"| {group[0]['parameters']:,}" + (f" ({ratio:.2f}×)" if ratio else "") + " |")  # fmt: skip
+              f"| {group[0]['parameters']:,}" + (f" ({ratio:.2f}×)" if ratio else "") + " |"
+              + (f" {group[0]['macs_per_image']:,}" + (f" ({group[0]['macs_ratio']:.2f}×)"
+                 if ratio else "") + " |" if macs else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

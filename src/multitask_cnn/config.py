@@ -17,7 +17,6 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-import torch
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,7 +34,13 @@ from pydantic import (
 from multitask_cnn.data.sources import SOURCES, source_class_names
 from multitask_cnn.errors import UserError
 from multitask_cnn.evaluation.corruptions import CORRUPTIONS, SEVERITIES
-from multitask_cnn.models import BACKBONES, backbone_defaults, get_backbone
+from multitask_cnn.models import (
+    BACKBONES,
+    backbone_defaults,
+    build_model,
+    get_backbone,
+    stage_shapes,
+)
 from multitask_cnn.models.transfer import Rename, TransferMapping
 from multitask_cnn.tasks import TaskSpec, check_task_name
 from multitask_cnn.training import OPTIMIZERS, WEIGHTINGS, Budget, get_weighting
@@ -178,6 +183,9 @@ class ModelConfig(_Strict):
         default_factory=dict
     )  # the factory's arguments
     shared_stages: NonNegativeInt | None = None  # None: every backbone stage shared
+    # hard sharing, or soft sharing (README "Soft sharing"; models/soft.py)
+    architecture: Literal["hard", "cross_stitch", "mtan", "mmoe"] = "hard"
+    architecture_args: dict[str, Any] = Field(default_factory=dict)  # its options
 
     @field_validator("backbone")
     @classmethod
@@ -197,7 +205,24 @@ class ModelConfig(_Strict):
                 f"model.shared_stages={self.shared_stages} but {self.backbone!r} has "
                 f"{len(stages)} stages {stages}"
             )
+        if self.architecture != "hard" and self.shared_stages is not None:
+            raise ValueError(
+                f"model.shared_stages={self.shared_stages} is hard sharing's setting; "
+                f"model.architecture={self.architecture} shares by its own rules "
+                '(README "Soft sharing"): leave it null'
+            )
+        if self.architecture == "hard" and self.architecture_args:
+            raise ValueError(
+                f"model.architecture_args={self.architecture_args}: hard sharing takes "
+                "none (its setting is model.shared_stages)"
+            )
         return self
+
+    def hard(self) -> dict[str, Any]:
+        """:meth:`effective` for a single-task model (baselines, pretraining): the
+        backbone alone, all of it the task's own."""
+        return self.effective() | {"shared_stages": None, "architecture": "hard",
+                                   "architecture_args": {}}  # fmt: skip
 
     def effective(self) -> dict[str, Any]:
         """As validated, with the backbone's own defaults filled into ``backbone_args``."""
@@ -439,7 +464,7 @@ class EvaluationConfig(_Strict):
 
 
 class InsightConfig(_Strict):
-    """The optional ``insight`` stage (README "Insight"): each part runs when true."""
+    """The ``insight`` stage (README "Insight"): each part runs when true."""
 
     # on by default: the parts that cost under 1 % of the default run's training
     # (README "Insight", bench/insight_cost.py)
@@ -533,21 +558,29 @@ class ProjectParameters(_Strict):
                 f"insight.saliency_stage={stage!r} is not a stage of "
                 f"{self.model.backbone!r}; its stages are {backbone.stage_names}"
             )
-        channels = self.model.backbone_args.get("in_channels", 1)
-        x = torch.zeros(
-            2, channels, self.data_prep.canvas_size, self.data_prep.canvas_size
-        )
-        backbone.eval()
-        with torch.no_grad():
-            for name, module in backbone.stages.items():
-                x = module(x)
-                if name == stage:
-                    break
-        if x.dim() != 4:
+        size = self.data_prep.canvas_size
+        image = (self.model.backbone_args.get("in_channels", 1), size, size)
+        shape = stage_shapes(backbone, image)[stage]
+        if len(shape) != 3:
             raise ValueError(
-                f"insight.saliency_stage={stage!r}: its output is flat {tuple(x.shape[1:])}, "
+                f"insight.saliency_stage={stage!r}: its output is flat {shape}, "
                 "not an image; Grad-CAM needs a convolutional stage"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _architecture_builds(self) -> ProjectParameters:
+        """A soft-sharing architecture takes its options and fits the backbone (the
+        model is built once, without data)."""
+        if self.model.architecture == "hard":
+            return self
+        try:
+            build_model(self.tasks, self.model.backbone,
+                        backbone_args=self._backbone_args(),
+                        architecture=self.model.architecture,
+                        architecture_args=self.model.architecture_args)  # fmt: skip
+        except (TypeError, ValueError) as error:
+            raise ValueError(str(error)) from None
         return self
 
     @model_validator(mode="after")
@@ -559,7 +592,11 @@ class ProjectParameters(_Strict):
             strategy = get_weighting(name, self.tasks, **options)
         except (TypeError, ValueError) as error:
             raise ValueError(str(error)) from None
-        if strategy.needs_shared and self.model.shared_stages == 0:
+        if (
+            strategy.needs_shared
+            and self.model.architecture == "hard"
+            and (self.model.shared_stages == 0)
+        ):
             raise ValueError(
                 f"training.weighting={name!r} works on the shared parameters' gradients, "
                 "but model.shared_stages=0 shares none; share at least one stage or use "

@@ -18,7 +18,7 @@ from multitask_cnn.pipelines import (
 def register_pipelines() -> dict[str, Pipeline]:
     """``__default__`` chains data_prep → pretraining → weight_transfer →
     multitask_training (and the baselines) → evaluation → insight (whose parts run
-    when asked for)."""
+    when their ``insight.<part>`` is true)."""
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
         "pretraining": pretraining.create_pipeline(),

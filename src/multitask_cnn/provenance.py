@@ -97,7 +97,11 @@ def fingerprint(data: Mapping[str, Any]) -> str:
             tensor = value.detach().cpu().contiguous()
             digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
             digest.update(
-                tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+                # (flat first: a 0-dim tensor, e.g. batch norm's num_batches_tracked,
+                # has no byte view)
+                tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+                if tensor.numel()
+                else b""
             )
         elif isinstance(value, np.ndarray):  # e.g. a memory-mapped image cache
             # hashed like the tensor of the same values, chunk by chunk

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from multitask_cnn.evaluation.saliency import top_left_mass
-from multitask_cnn.evaluation.sharing import group_tasks, linear_cka, recommend_depth
+from multitask_cnn.config import parse_tasks
+from multitask_cnn.evaluation.saliency import grad_cam, top_left_mass
+from multitask_cnn.evaluation.sharing import (
+    gradient_cosines,
+    group_tasks,
+    linear_cka,
+    recommend_depth,
+)
+from multitask_cnn.models import build_model
+
+CLASSES = {"kind": "multiclass", "num_classes": 10}
 
 
 def test_cka_is_one_for_the_same_representation_up_to_rotation_and_scale():
@@ -57,3 +66,59 @@ def test_top_left_mass_splits_the_map_at_the_anti_diagonal():
     maps[2] = 1.0  # uniform
     # maps[3]: empty
     assert top_left_mass(maps).tolist() == pytest.approx([1.0, 0.0, 0.5, 0.5])
+
+
+def _twins(shared_stages=None):
+    """A LeNet with two identical tasks: the same head weights, the same labels."""
+    torch.manual_seed(0)
+    specs = parse_tasks(
+        {"a": CLASSES | {"label": "left"}, "b": CLASSES | {"label": "left"}}
+    )
+    model = build_model(specs, "lenet", shared_stages=shared_stages)
+    model.heads["b"].load_state_dict(model.heads["a"].state_dict())
+    for stage in model.task_stages["b"]:
+        model.task_stages["b"][stage].load_state_dict(
+            model.task_stages["a"][stage].state_dict()
+        )
+    images, labels = torch.randn(16, 1, 36, 36), torch.randint(0, 10, (16,))
+    return model, specs, {task: [(images, labels)] * 2 for task in specs}
+
+
+def test_identical_tasks_have_gradient_cosine_one_at_every_shared_stage():
+    model, specs, batches = _twins()
+    cosines = gradient_cosines(model, batches, specs)
+    assert list(cosines) == ["conv1", "conv2", "fc"]
+    for per_pair in cosines.values():
+        assert per_pair[("a", "b")] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_gradient_cosines_cover_the_shared_stages_only():
+    model, specs, batches = _twins(shared_stages=1)
+    assert list(gradient_cosines(model, batches, specs)) == ["conv1"]
+    model, specs, batches = _twins(shared_stages=0)
+    assert (
+        gradient_cosines(model, batches, specs) == {}
+    )  # nothing shared: nothing to do
+
+
+def test_a_task_without_labels_in_a_step_does_not_count_there():
+    model, specs, batches = _twins()
+    images, labels = batches["b"][0]
+    batches["b"] = [(images, torch.full_like(labels, -1)), (images, labels)]
+    cosines = gradient_cosines(model, batches, specs)
+    assert cosines["fc"][("a", "b")] == pytest.approx(1.0, abs=1e-6)  # step 2 alone
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_grad_cam_maps_one_logit_and_regression_tasks(kind):
+    torch.manual_seed(0)
+    spec = {"kind": kind, "label": "footwear" if kind == "binary" else "ink"}
+    specs = parse_tasks({"t": spec})
+    model = build_model(specs, "lenet")
+    heat = grad_cam(
+        model, torch.randn(7, 1, 36, 36), "t", "conv2", binary=kind == "binary"
+    )
+    assert heat.shape == (7, 36, 36)
+    assert heat.min() >= 0 and heat.max() <= 1
+    if kind == "binary":  # the evidence for the answer given, "yes" or "no": a map each
+        assert (heat.flatten(1).amax(1) == 1).all()

@@ -31,17 +31,15 @@ __all__ = [
 
 
 def parameter_counts(model: MultiTaskModel) -> dict[str, Any]:
-    """``total``, ``shared`` (the shared stages) and ``per_task`` (each task's own
-    stages and head)."""
+    """``total``, ``shared`` (what every task's loss depends on: the shared stages;
+    with soft sharing, models/soft.py says) and ``per_task`` (each task's own)."""
 
-    def count(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters())
+    def count(parameters: Sequence[nn.Parameter]) -> int:
+        return sum(p.numel() for p in parameters)
 
-    per_task = {
-        task: count(model.task_stages[task]) + count(model.heads[task])
-        for task in model.tasks
-    }
-    return {"total": count(model), "shared": count(model.shared), "per_task": per_task}
+    per_task = {task: count(model.task_parameters(task)) for task in model.tasks}
+    return {"total": count(list(model.parameters())),
+            "shared": count(model.shared_parameters()), "per_task": per_task}  # fmt: skip
 
 
 @torch.no_grad()

@@ -38,7 +38,9 @@ class Predictor:
         model = config["model"]
         self.model = build_model(self.specs, model["backbone"],
                                  backbone_args=model.get("backbone_args"),
-                                 shared_stages=model.get("shared_stages"))  # fmt: skip
+                                 shared_stages=model.get("shared_stages"),
+                                 architecture=model.get("architecture", "hard"),
+                                 architecture_args=model.get("architecture_args"))  # fmt: skip
         self.model.load_state_dict(checkpoint["model"], strict=True)
         self.device = torch.device(device)
         self.model.to(self.device).eval()

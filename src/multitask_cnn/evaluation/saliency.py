@@ -36,24 +36,31 @@ def grad_cam(
     task: str,
     stage: str,
     batch_size: int = 256,
+    *,
+    binary: bool = False,
 ) -> torch.Tensor:
     """``(n, H, W)`` Grad-CAM heat maps of ``task`` at ``stage`` for normalised
     ``images`` ``(n, C, H, W)``, upsampled bilinearly to the image and scaled to [0, 1]
     per image (all zero where nothing pushes the output up). A classifier's map is for
-    its predicted class; a binary or regression task's for its output."""
+    its predicted class (``binary``: a one-logit classifier, whose "no" is the negated
+    logit); a regression task's shows what raises its value."""
     model.eval()
     device = next(model.parameters()).device
     layer = task_stages(model, task)[stage]
+    sign = torch.ones(())
 
     def output(x: torch.Tensor) -> torch.Tensor:
-        return model(x, {task: slice(None)})[task]
+        return model(x, {task: slice(None)})[task] * sign.to(x.device)
 
     cam = LayerGradCam(output, layer)
     maps = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
+        sign = torch.ones(())
         with torch.no_grad():
             logits = output(x)
+        if binary:  # the evidence for the predicted answer, yes or no
+            sign = torch.where(logits > 0, 1.0, -1.0)
         target = logits.argmax(1) if logits.dim() == 2 else None
         heat = cam.attribute(x, target=target, relu_attributions=True)
         heat = LayerAttribution.interpolate(heat, tuple(x.shape[-2:]), "bilinear")

@@ -91,18 +91,23 @@ def gradient_cosines(
     cosine between tasks ``a``'s and ``b``'s loss gradients with respect to that
     stage's parameters, averaged over the batches. ``batches[task]`` holds
     ``(normalised images, targets)`` pairs of that task's own rows; pair ``i`` of
-    every task is one step (eval mode: no dropout, batch-norm running statistics)."""
+    every task is one step (eval mode: no dropout, batch-norm running statistics). A
+    step where a task has no labelled row does not count for that task's pairs."""
     model.eval()
     device = next(model.parameters()).device
     stages = {name: [p for p in stage.parameters() if p.requires_grad]
               for name, stage in model.shared.items()}  # fmt: skip
     stages = {name: params for name, params in stages.items() if params}
+    if not stages:  # nothing shared (model.shared_stages: 0, cross-stitch)
+        return {}
     steps = min(len(b) for b in batches.values())
-    sums: dict[str, dict[tuple[str, str], float]] = {name: {} for name in stages}
+    sums: dict[str, dict[tuple[str, str], list[float]]] = {name: {} for name in stages}
     for step in range(steps):
         grads: dict[str, dict[str, torch.Tensor]] = {}
         for task, spec in specs.items():
             images, target = batches[task][step]
+            if not spec.task_kind.mask(target).any():
+                continue
             output = model(images.to(device), {task: slice(None)})[task]
             loss = spec.task_kind.loss(output, target.to(device))
             params = [p for ps in stages.values() for p in ps]
@@ -115,12 +120,14 @@ def gradient_cosines(
                 at += len(ps)
         for name in stages:
             for a, b in combinations(specs, 2):
-                cosine = torch.nn.functional.cosine_similarity(
-                    grads[a][name], grads[b][name], dim=0
-                )
-                sums[name][a, b] = sums[name].get((a, b), 0.0) + float(cosine)
-    return {name: {pair: total / steps for pair, total in per.items()}
-            for name, per in sums.items()}  # fmt: skip
+                if a in grads and b in grads:
+                    cosine = torch.nn.functional.cosine_similarity(
+                        grads[a][name], grads[b][name], dim=0
+                    )
+                    sums[name].setdefault((a, b), []).append(float(cosine))
+    return {name: {pair: float(np.mean(sums[name].get(pair, [np.nan])))
+                   for pair in combinations(specs, 2)}
+            for name in stages}  # fmt: skip
 
 
 def recommend_depth(

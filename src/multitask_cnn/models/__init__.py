@@ -1,4 +1,5 @@
-"""Backbones (a registry of named-stage networks) and the multi-task model."""
+"""Backbones (a registry of named-stage networks) and the multi-task models: hard
+sharing (multitask.py) and soft sharing (soft.py)."""
 
 from .backbones import (
     BACKBONES,
@@ -7,9 +8,11 @@ from .backbones import (
     get_backbone,
     register_backbone,
 )
-from .multitask import MultiTaskModel, build_model, count_parameters
+from .multitask import ARCHITECTURES, MultiTaskModel, build_model, count_parameters
+from .soft import stage_shapes
 
 __all__ = [
+    "ARCHITECTURES",
     "BACKBONES",
     "Backbone",
     "backbone_defaults",
@@ -18,4 +21,5 @@ __all__ = [
     "count_parameters",
     "get_backbone",
     "register_backbone",
+    "stage_shapes",
 ]

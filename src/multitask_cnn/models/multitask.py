@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,9 +12,16 @@ from torch import nn
 
 from multitask_cnn.tasks import TaskSpec
 
-from .backbones import Backbone, get_backbone
+from .backbones import Backbone, backbone_defaults, get_backbone
+from .soft import CrossStitchModel, MMoEModel, MTANModel
 
-__all__ = ["MultiTaskModel", "build_head", "build_model", "count_parameters"]
+__all__ = [
+    "ARCHITECTURES",
+    "MultiTaskModel",
+    "build_head",
+    "build_model",
+    "count_parameters",
+]
 
 
 def build_head(in_features: int, spec: TaskSpec) -> nn.Sequential:
@@ -62,9 +70,22 @@ class MultiTaskModel(nn.Module):
         )
         self.heads = nn.ModuleDict(dict(heads))
 
+    architecture = "hard"
+    # shared_features() ends where the tasks' own parameters begin: gradient-level
+    # strategies back-propagate each task to it once (TorchJD's mtl_backward)
+    features_cut = True
+
     @property
     def tasks(self) -> list[str]:
         return list(self.heads.keys())
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every task's loss depends on: the shared stages'."""
+        return list(self.shared.parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters only ``task``'s loss depends on: its stages and head."""
+        return [*self.task_stages[task].parameters(), *self.heads[task].parameters()]
 
     def shared_features(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.shared.values():  # (B, C, H, W) -> ... -> shared features
@@ -102,20 +123,58 @@ class MultiTaskModel(nn.Module):
         return outputs
 
 
+ARCHITECTURES = ("hard", "cross_stitch", "mtan", "mmoe")
+
+
 def build_model(
     tasks: Mapping[str, TaskSpec],
     backbone: str = "lenet",
     *,
     backbone_args: Mapping[str, Any] | None = None,
     shared_stages: int | None = None,
-) -> MultiTaskModel:
-    """The multi-task model: ``backbone`` (a registered name) shared up to
-    ``shared_stages``, one head per task of ``tasks``."""
-    network = get_backbone(backbone, **dict(backbone_args or {}))
+    architecture: str = "hard",
+    architecture_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The multi-task model: ``backbone`` (a registered name) with one head per task of
+    ``tasks``, shared as ``architecture`` says: ``hard`` (the first ``shared_stages``
+    stages shared, the rest copied per task) or a soft-sharing architecture of
+    :mod:`multitask_cnn.models.soft` with its ``architecture_args``."""
+    args = dict(backbone_args or {})
+    network = get_backbone(backbone, **args)
     heads = {
         name: build_head(network.out_features, spec) for name, spec in tasks.items()
     }
-    return MultiTaskModel(network, heads, shared_stages=shared_stages)
+    options = dict(architecture_args or {})
+    if architecture == "hard":
+        if options:
+            raise TypeError(
+                f"model.architecture_args: hard sharing takes none, got {options}"
+            )
+        return MultiTaskModel(network, heads, shared_stages=shared_stages)
+    if shared_stages is not None:
+        raise ValueError(
+            f"model.shared_stages={shared_stages} is hard sharing's setting; "
+            f"model.architecture={architecture} shares by its own rules (README "
+            '"Soft sharing"): leave it null'
+        )
+    defaults = backbone_defaults(backbone) | args
+    image_shape = (defaults.get("in_channels", 1), defaults["input_size"],
+                   defaults["input_size"])  # fmt: skip
+    soft = {"cross_stitch": (CrossStitchModel, ()),
+            "mtan": (MTANModel, (image_shape,)),
+            "mmoe": (MMoEModel, (image_shape,))}  # fmt: skip
+    if architecture not in soft:
+        raise ValueError(
+            f"unknown model.architecture {architecture!r}; choose from {list(ARCHITECTURES)}"
+        )
+    cls, extra = soft[architecture]
+    try:
+        inspect.signature(cls).bind(network, heads, *extra, **options)
+    except TypeError as error:
+        raise TypeError(
+            f"model.architecture_args for {architecture!r}: {error}"
+        ) from None
+    return cls(network, heads, *extra, **options)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -50,6 +50,7 @@ __all__ = [
 
 BACKBONE_PREFIX = "backbone."
 _PER_TASK = re.compile(r"^task_stages\.[^.]+\.")
+_PER_EXPERT = re.compile(r"^experts\.\d+\.")
 
 
 class TransferError(UserError, ValueError):
@@ -124,12 +125,14 @@ class TransferMapping:
 
 
 def backbone_name(target: str) -> str | None:
-    """``shared.<stage>…`` and ``task_stages.<task>.<stage>…`` → ``backbone.<stage>…``;
-    None for other tensors (heads)."""
+    """``shared.<stage>…``, ``task_stages.<task>.<stage>…`` (a task's copy or column)
+    and ``experts.<i>.<stage>…`` (an MMoE expert) → ``backbone.<stage>…``; None for
+    other tensors (heads, cross-stitch units, attention modules, gates)."""
     if target.startswith("shared."):
         return BACKBONE_PREFIX + target.removeprefix("shared.")
-    if _PER_TASK.match(target):
-        return BACKBONE_PREFIX + _PER_TASK.sub("", target)
+    for per_copy in (_PER_TASK, _PER_EXPERT):
+        if per_copy.match(target):
+            return BACKBONE_PREFIX + per_copy.sub("", target)
     return None
 
 

@@ -27,7 +27,7 @@ def gradient_cosines(
     Near 1: the tasks agree; near 0: they are unrelated; below 0: they conflict.
     Empty when nothing is shared.
     """
-    shared = [p for p in model.shared.parameters() if p.requires_grad]
+    shared = [p for p in model.shared_parameters() if p.requires_grad]
     if not shared or len(kinds) < 2:
         return {}
     was_training = model.training

@@ -282,9 +282,13 @@ def train_one_epoch(
     n_steps = len(source)
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 50
-    shared_params = [p for p in model.shared.parameters() if p.requires_grad]
+    shared_params = [p for p in model.shared_parameters() if p.requires_grad]
     last_shared = [p for p in model.last_shared_layer() if p.requires_grad]
-    frozen = any(not p.requires_grad for p in model.shared.parameters())
+    frozen = any(not p.requires_grad for p in model.shared_parameters())
+    shared_ids = {id(p) for p in shared_params}
+    task_params = [
+        p for p in model.parameters() if p.requires_grad and id(p) not in shared_ids
+    ]
     trained = [
         p for g in optimizer.param_groups for p in g["params"] if p.requires_grad
     ]
@@ -312,12 +316,13 @@ def train_one_epoch(
         weights = strategy.backward(
             Step(
                 losses,
-                features,
+                features if model.features_cut else None,
                 shared_params,
                 last_shared,
                 labelled,
                 shared_frozen=frozen and not shared_params,
                 scale=None if scaler is None else scaler.scale,
+                task_params=task_params,
             )
         )
         stop_now = stop is not None and stop.requested

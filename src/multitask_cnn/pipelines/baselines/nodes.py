@@ -86,7 +86,7 @@ def train_baselines(
     specs = parse_tasks(tasks)
     model_config = parse(ModelConfig, model, "model")
     config = parse(TrainingConfig, training, "training")
-    effective_model = model_config.effective() | {"shared_stages": None}
+    effective_model = model_config.hard()
     budget = config.budget()
     inputs = {"train": model_input_train, "val": model_input_val}
     splits = {split: task_splits(m, normalisation_stats, specs, split)

@@ -52,7 +52,9 @@ def _model_of(checkpoint: dict[str, Any], tasks: dict[str, TaskSpec]) -> MultiTa
     """The checkpoint's model with the heads of ``tasks`` (those it was trained with)."""
     trained = parse(ModelConfig, checkpoint["config"]["model"], "model")
     model = build_model(tasks, trained.backbone, backbone_args=trained.backbone_args,
-                        shared_stages=trained.shared_stages)  # fmt: skip
+                        shared_stages=trained.shared_stages,
+                        architecture=trained.architecture,
+                        architecture_args=trained.architecture_args)  # fmt: skip
     model.load_state_dict(checkpoint["model"], strict=True)
     return model
 

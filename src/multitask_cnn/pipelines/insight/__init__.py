@@ -1,5 +1,6 @@
-"""``insight``: robustness to corrupted images and generalisation, multi-task against
-single-task models (each part off unless its ``insight.<part>`` is true)."""
+"""``insight``: which stages to share, what each task looks at, robustness to
+corrupted images and generalisation, multi-task against single-task models (each part
+runs when its ``insight.<part>`` is true; README "Insight" says which are by default)."""
 
 from .pipeline import create_pipeline
 

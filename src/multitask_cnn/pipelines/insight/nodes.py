@@ -33,6 +33,7 @@ from multitask_cnn.evaluation.sharing import (
     group_tasks,
     recommend_depth,
     stage_outputs,
+    task_stages,
 )
 from multitask_cnn.pipelines.evaluation.nodes import (
     check_baselines,
@@ -154,11 +155,13 @@ def assess_sharing(
     cka = {stage: {pair: cka_of_grams(grams[pair[0]][stage], grams[pair[1]][stage])
                    for pair in pairs} for stage in stages}  # fmt: skip
     model = checked_model(multitask_checkpoint, specs, normalisation_stats).to(device)
-    size = int(multitask_checkpoint["config"]["training"]["batch_size"])
+    trained = multitask_checkpoint["config"]["training"]
+    sizes = {source: int(trained.get("fusion", {}).get("batch_size", {}).get(
+        source, trained["batch_size"])) for source in probes}  # fmt: skip
     batches = {
-        task: [(probes[spec.source].images_at(slice(i, i + size)),
-                probes[spec.source].labels[task][i : i + size])
-               for i in range(0, len(probes[spec.source]), size)]
+        task: [(probes[spec.source].images_at(slice(i, i + sizes[spec.source])),
+                probes[spec.source].labels[task][i : i + sizes[spec.source]])
+               for i in range(0, len(probes[spec.source]), sizes[spec.source])]
         for task, spec in specs.items()
     }  # fmt: skip
     cosines = gradient_cosines(model, batches, specs)
@@ -175,6 +178,7 @@ def assess_sharing(
         "images": {source: len(split) for source, split in probes.items()},
         "stages": stages,
         "trained_shared_stages": model.shared_stages,
+        "trained_architecture": model.architecture,
         "pairs": [list(pair) for pair in pairs],
         "cka": {stage: [cka[stage][pair] for pair in pairs] for stage in stages},
         "gradient_cosine": {stage: [per[pair] for pair in pairs]
@@ -224,12 +228,18 @@ def assess_saliency(
         for task, spec in specs.items()
     }  # fmt: skip
     first = next(iter(probes.values()))
-    first_task = next(iter(specs))
-    spatial = spatial_stages(shared, first_task, first.image_shape)
+    first_task = next(iter(specs))  # the stages of its single-task model (any sharing)
+    spatial = spatial_stages(models[SINGLE_TASK][first_task], first_task,
+                             first.image_shape)  # fmt: skip
     if not spatial:
         raise ValueError(f"insight.saliency: no stage of {first_task!r}'s path outputs "
                          "an image; Grad-CAM needs a convolutional stage")  # fmt: skip
     stage = config.saliency_stage or spatial[-1]
+    if stage not in spatial:
+        raise ValueError(
+            f"insight.saliency_stage={stage!r}: the models of this run have no such stage "
+            f"whose output is an image; theirs are {spatial}"
+        )
     shown = config.saliency_images
     mass: dict[str, dict[str, float]] = {MULTITASK: {}, SINGLE_TASK: {}}
     examples: dict[str, Any] = {}
@@ -244,7 +254,13 @@ def assess_saliency(
             if spec.source != source:
                 continue
             for model in MODELS:
-                heat = grad_cam(models[model][task], images, task, stage)
+                if stage not in task_stages(models[model][task], task):
+                    logger.warning("Saliency: %s has no stage %r on %r's path (%s): "
+                                   "no map", LABEL[model], stage, task,
+                                   models[model][task].architecture)  # fmt: skip
+                    continue
+                heat = grad_cam(models[model][task], images, task, stage,
+                                binary=spec.task_kind.name == "binary")  # fmt: skip
                 mass[model][task] = float(top_left_mass(heat).mean())
                 example["heat"][model][task] = heat[:shown].numpy()
         examples[source] = example
@@ -629,8 +645,11 @@ def _sharing_table(sharing: dict[str, Any]) -> str:
               "gradients not opposed): " + (
                   f"share the first {depth} of {len(sharing['stages'])} stages, up to "
                   f"`{recommendation['deepest_shared_stage']}` "
-                  f"(`model.shared_stages: {depth}`; this model shares "
-                  f"{sharing['trained_shared_stages']})" if depth else
+                  f"(`model.shared_stages: {depth}`; this model "
+                  + (f"shares {sharing['trained_shared_stages']})"
+                     if sharing.get("trained_architecture", "hard") == "hard"
+                     else f"is `{sharing['trained_architecture']}`)")
+                  if depth else
                   "share no stage (`model.shared_stages: 0`)")]  # fmt: skip
     if recommendation["groups"]:
         groups = "; ".join(", ".join(group) for group in recommendation["groups"])
@@ -678,9 +697,9 @@ def _saliency_table(saliency: dict[str, Any]) -> str:
              "the `left` item's corner), averaged over the images.", "",
              "| task | multi-task | single-task |", "|---|---|---|"]  # fmt: skip
     mass = saliency["top_left_mass"]
-    for task in mass[MULTITASK]:
-        lines.append(f"| {task} | {mass[MULTITASK][task]:.3f} | "
-                     f"{mass[SINGLE_TASK][task]:.3f} |")  # fmt: skip
+    for task in mass[SINGLE_TASK]:
+        cells = [f"{mass[m][task]:.3f}" if task in mass[m] else "–" for m in MODELS]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

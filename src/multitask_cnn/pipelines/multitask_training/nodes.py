@@ -85,7 +85,9 @@ def train_multitask_model(
         state = train_model(
             partial(build_model, specs, model_config.backbone,  # picklable: for workers
                     backbone_args=model_config.backbone_args,
-                    shared_stages=model_config.shared_stages),
+                    shared_stages=model_config.shared_stages,
+                    architecture=model_config.architecture,
+                    architecture_args=model_config.architecture_args),
             specs, train, val, resolve_device(config.device), config.budget(),
             weighting=config.weighting, weighting_args=config.weighting_args,
             on_epoch_end=log_epoch_metrics if config.log_every_epoch else None,

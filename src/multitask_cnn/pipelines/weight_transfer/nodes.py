@@ -85,13 +85,13 @@ def _baseline_start(
     task: str, single: torch.nn.Module, multitask: dict[str, torch.Tensor], transferred: set[str]
 ) -> tuple[set[str], dict[str, int]]:  # fmt: skip
     """Give the single-task model of ``task`` exactly the transferred tensors of the
-    multi-task model on ``task``'s path (a shared stage, or ``task``'s own copy, and its
-    head); its other tensors keep their initial values. Returns the names moved and
-    counts like the report's."""
+    multi-task model on ``task``'s path (a shared stage, ``task``'s own copy or column,
+    or the first expert's copy, and its head); its other tensors keep their initial
+    values. Returns the names moved and counts like the report's."""
     state, moved = single.state_dict(), set()
     for name in state:
         rest = name.removeprefix("shared.")
-        for origin in (name, f"task_stages.{task}.{rest}"):
+        for origin in (name, f"task_stages.{task}.{rest}", f"experts.0.{rest}"):
             if origin in transferred:
                 state[name] = multitask[origin].clone()
                 moved.add(name)
@@ -143,12 +143,14 @@ def _transfer(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:  # fmt: skip
     source, origin = _source(pretrained_backbone, config, model_config)
 
-    def build(task_specs: dict[str, Any], shared_stages: int | None) -> torch.nn.Module:
+    def build(task_specs: dict[str, Any], **sharing: Any) -> torch.nn.Module:
         torch.manual_seed(torch_seed(seed, "model_init"))
         return build_model(task_specs, model_config.backbone,
-                           backbone_args=model_config.backbone_args, shared_stages=shared_stages)  # fmt: skip
+                           backbone_args=model_config.backbone_args, **sharing)  # fmt: skip
 
-    network = build(specs, model_config.shared_stages)
+    network = build(specs, shared_stages=model_config.shared_stages,
+                    architecture=model_config.architecture,
+                    architecture_args=model_config.architecture_args)  # fmt: skip
     report = transfer_weights(network, source, config.mapping())
     transferred = set(report.transferred)
     document = {"source": origin} | report.to_dict(
@@ -163,7 +165,7 @@ def _transfer(
     multitask_state = network.state_dict()
     baselines, document["baselines"] = {}, {}
     for task, spec in specs.items():
-        single = build({task: spec}, None)
+        single = build({task: spec})
         moved, document["baselines"][task] = _baseline_start(
             task, single, multitask_state, transferred
         )

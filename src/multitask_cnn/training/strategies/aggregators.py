@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchjd import aggregation
-from torchjd.autojac import jac_to_grad, mtl_backward
+from torchjd.autojac import backward, jac_to_grad, mtl_backward
 
 from multitask_cnn.tasks import TaskSpec
 
@@ -62,17 +62,26 @@ class AggregatorStrategy(Strategy):
                 f"{type(self).__name__} aggregates the gradients of shared parameters, "
                 "but the model shares none (model.shared_stages: 0)"
             )
-        mtl_backward([step.losses[t] for t in self.tasks], features=step.features,
-                     shared_params=step.shared_params)  # fmt: skip
+        losses = [step.losses[t] for t in self.tasks]
+        if step.features is not None:
+            mtl_backward(
+                losses, features=step.features, shared_params=step.shared_params
+            )
+        else:  # soft sharing: each task's Jacobian row through the whole network
+            backward(
+                losses, inputs=step.shared_params, retain_graph=bool(step.task_params)
+            )
+            if step.task_params:  # each task's own parameters: its own gradient
+                torch.autograd.backward(
+                    torch.stack(losses).sum(), inputs=step.task_params
+                )
         with (
             warnings.catch_warnings()
         ):  # cvxpy (Nash-MTL): a solver-speed note, every step
             warnings.filterwarnings("ignore", "You are solving a parameterized problem")
             weights = jac_to_grad(step.shared_params, self.aggregator)
         if weights is None:  # GradDrop, ConFIG: no task weights
-            return torch.full(
-                (len(self.tasks),), float("nan"), device=step.features.device
-            )
+            return torch.full((len(self.tasks),), float("nan"), device=losses[0].device)
         return weights.detach()
 
     def state_dict(self) -> dict[str, Any]:

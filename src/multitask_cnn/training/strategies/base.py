@@ -40,7 +40,9 @@ class Step:
     """What one training step hands the strategy."""
 
     losses: dict[str, torch.Tensor]  # task -> scalar loss (mean over labelled rows)
-    features: torch.Tensor  # the shared trunk's output, inside the graph
+    # the shared trunk's output, inside the graph; None where no one tensor separates
+    # the shared parameters from the tasks' own (soft sharing, models/soft.py)
+    features: torch.Tensor | None
     shared_params: list[nn.Parameter]  # parameters every task's loss depends on
     last_shared: list[nn.Parameter]  # the last shared layer's (GradNorm measures there)
     labelled: dict[str, torch.Tensor] | None = (
@@ -50,6 +52,8 @@ class Step:
     # fp16's gradient scaler (GradScaler.scale), applied to the one scalar a loss-level
     # strategy back-propagates (precision.py); None: no scaling
     scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # the trained parameters not in shared_params (each task's own)
+    task_params: list[nn.Parameter] | None = None
 
     def backward_scalar(self, scalar: torch.Tensor) -> None:
         """Back-propagate ``scalar``, scaled when the step says so."""
