@@ -289,6 +289,18 @@ CASES: dict[str, Case] = {
         "model.shared_stages=0 shares none",
         {"training": {"weighting": "pcgrad"}, "model": {"shared_stages": 0}},
     ),
+    "soft_architecture_with_shared_stages": Case(
+        "model.shared_stages=1 is hard sharing's setting",
+        {"model": {"architecture": "mtan", "shared_stages": 1}},
+    ),
+    "bad_architecture_option": Case(
+        "model.architecture_args.experts=1: at least 2",
+        {"model": {"architecture": "mmoe", "architecture_args": {"experts": 1}}},
+    ),
+    "flat_saliency_stage": Case(
+        "insight.saliency_stage='fc': its output is flat",
+        {"insight": {"saliency_stage": "fc"}},
+    ),
     "bad_transfer_rename": Case(
         "rename 'conv1' is not of the form", {"transfer": {"renames": ["conv1"]}}
     ),

@@ -33,6 +33,7 @@ def test_a_soft_architecture_trains_evaluates_and_serves(
     experiment = client.get_experiment_by_name("multitask-cnn-smoke")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["model.architecture"] == architecture
+    assert run.info.run_name.endswith(f" · lenet {architecture} · {weighting}")
     metrics = run.data.metrics
     for task in ("left", "right"):
         assert metrics[f"test.{task}.accuracy"] > 0.2  # it learned

@@ -376,7 +376,10 @@ def run_name(run_params: dict[str, Any], pipeline: Pipeline, catalog) -> str:
     names = run_params.get("pipeline_names") or ["__default__"]
     parts = ["+".join("default" if n == "__default__" else n for n in names)]
     if f"{PARAMS_PREFIX}model" in pipeline.inputs():
-        parts.append(str(catalog.load(f"{PARAMS_PREFIX}model")["backbone"]))
+        model = catalog.load(f"{PARAMS_PREFIX}model")
+        architecture = model.get("architecture", "hard")  # soft sharing: named too
+        parts.append(str(model["backbone"])
+                     + ("" if architecture == "hard" else f" {architecture}"))  # fmt: skip
     if any(node.name == "train_multitask_model" for node in pipeline.nodes):
         parts.append(str(catalog.load(f"{PARAMS_PREFIX}training")["weighting"]))
     return " · ".join(parts)
@@ -387,7 +390,8 @@ EXPERIMENT_DESCRIPTION = """\
 (shared conv/FC layers, a small head per task), measured against one network per task \
 on parameters, MACs, time and per-task accuracy.
 
-Each run is named `<pipelines> · <backbone> · <loss-balancing strategy>`. Per-task \
+Each run is named `<pipelines> · <backbone> · <loss-balancing strategy>` (the \
+backbone followed by its soft-sharing architecture, if any). Per-task \
 metrics are `test.<task>.accuracy` and `test.<task>.f1_macro` (classification) and \
 `test.<task>.mae` (regression); plots (confusion matrices, learning curves) are under \
 Artifacts › `plots`; the trained model is the run's logged model `multitask_model` \

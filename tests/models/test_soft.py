@@ -11,7 +11,7 @@ from multitask_cnn.models.transfer import (
     backbone_state_dict,
     transfer_weights,
 )
-from multitask_cnn.training import get_weighting
+from multitask_cnn.training import WEIGHTINGS, get_weighting
 from multitask_cnn.training.strategies.base import Step
 
 TASKS = parse_tasks({
@@ -207,3 +207,20 @@ def test_a_gradient_strategy_aggregates_the_shared_parameters_and_leaves_the_res
         torch.testing.assert_close(p.grad, g / len(tasks), atol=1e-6, rtol=1e-4)
     for p, g in zip(own, expected[len(shared) :], strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS.names())
+def test_every_strategy_trains_a_cross_stitch_model(name):
+    """The general path: every strategy gives every parameter a finite gradient."""
+    tasks = {t: s for t, s in TASKS.items() if t in ("left", "right")}
+    model = _build("cross_stitch", tasks=tasks)
+    strategy = get_weighting(name, tasks)
+    out = model(torch.randn(8, 1, 36, 36))
+    y = torch.randint(0, 10, (8,))
+    losses = {t: nn.functional.cross_entropy(out[t], y) for t in tasks}
+    own = [p for t in tasks for p in model.task_parameters(t)]
+    weights = strategy.backward(Step(losses, None, model.shared_parameters(),
+                                     model.last_shared_layer(), task_params=own))  # fmt: skip
+    assert weights.shape == (2,)
+    for parameter in model.parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all()

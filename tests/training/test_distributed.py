@@ -203,3 +203,20 @@ def _ip(hex_address: str) -> str:
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     mapped = socket.inet_ntop(socket.AF_INET6, words)
     return mapped.removeprefix("::ffff:")
+
+
+def test_a_soft_sharing_model_trains_on_two_workers(mf_splits):
+    """Cross-stitch with UPGrad: each worker takes every task's Jacobian row through
+    the whole network (no single cut), then the gradients are averaged."""
+    train, val, _ = mf_splits(LABELS)
+    build = partial(build_model, TASKS, "lenet", architecture="cross_stitch")
+    two = train_model(build, TASKS, train, val, CPU, _budget(devices=2, epochs=1),
+                      weighting="upgrad")  # fmt: skip
+    (record,) = two.history
+    assert record["val.left.accuracy"] > 0.25 and record["val.right.accuracy"] > 0.2
+    assert two.model.architecture == "cross_stitch"
+    # the stitches learned: they moved off their start
+    start = torch.full((2, 2), 0.1).fill_diagonal_(0.9)
+    assert any(
+        not torch.allclose(a.detach().cpu(), start) for a in two.model.stitches.values()
+    )
