@@ -180,6 +180,8 @@ def test_smoke_pipeline_records_everything_in_mlflow(smoke_run):
         (30890 + 2 * 510) / (2 * (30890 + 510))
     )
     assert run.data.metrics["efficiency.macs_per_image.multitask"] == 1_161_040
+    # one task alone: the shared LeNet and one head, what its single-task model costs
+    assert run.data.metrics["efficiency.macs_per_image.task.left"] == 1_160_540
     assert (
         run.data.metrics["efficiency.throughput.ratio"] > 1
     )  # one pass serves both tasks

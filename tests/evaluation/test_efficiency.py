@@ -31,6 +31,24 @@ def test_macs_match_a_hand_count():
     fc = 20 * 5 * 5 * 50  # pooled to 5
     heads = 2 * 50 * 10
     assert macs_per_image(lenet, (1, 36, 36)) == conv1 + conv2 + fc + heads == 1_161_040
+    # one task alone: the shared trunk and its own head
+    assert macs_per_image(lenet, (1, 36, 36), "left") == conv1 + conv2 + fc + 50 * 10
+
+
+@pytest.mark.parametrize("architecture", ["hard", "cross_stitch", "mtan", "mmoe"])
+def test_one_task_alone_costs_its_path(architecture):
+    tasks = parse_tasks({"left": {"kind": "multiclass", "num_classes": 10},
+                         "right": {"kind": "multiclass", "num_classes": 10}})  # fmt: skip
+    single = macs_per_image(build_model({"left": tasks["left"]}), (1, 36, 36))
+    sharing = {"shared_stages": 0} if architecture == "hard" else {}
+    model = build_model(tasks, architecture=architecture, **sharing)
+    alone = macs_per_image(model, (1, 36, 36), "left")
+    both = macs_per_image(model, (1, 36, 36))
+    assert alone < both
+    if architecture == "hard":  # nothing shared: one task alone is a single-task model
+        assert alone == single
+    if architecture == "cross_stitch":  # both columns up to the last stitch
+        assert single < alone < 2 * single
 
 
 @pytest.mark.parametrize("shared_stages", [None, 2, 0])

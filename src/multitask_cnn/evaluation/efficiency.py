@@ -43,14 +43,22 @@ def parameter_counts(model: MultiTaskModel) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def macs_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one image ``(C, H, W)``."""
+def macs_per_image(
+    model: nn.Module, image_shape: tuple[int, ...], task: str | None = None
+) -> int:
+    """Multiply-accumulates of one forward pass of one image ``(C, H, W)``; with
+    ``task``, of answering that task alone (what its path computes: the shared part,
+    its own stages and head)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
+    x = torch.zeros((1, *image_shape), device=device)
     with counter:
-        model(torch.zeros((1, *image_shape), device=device))
+        if task is None:
+            model(x)
+        else:
+            model(x, {task: slice(None)})
     model.train(was_training)
     return int(counter.get_total_flops()) // 2
 

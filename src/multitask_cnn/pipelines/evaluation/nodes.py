@@ -297,6 +297,10 @@ def _model_costs(
         "parameters_shared": counts["shared"],
         "parameters_per_task": counts["per_task"],
         "macs_per_image": macs_per_image(model, tuple(images.shape[1:])),
+        "macs_per_task": {
+            task: macs_per_image(model, tuple(images.shape[1:]), task)
+            for task in model.tasks
+        },  # fmt: skip
         "train_seconds": checkpoint.get("train_seconds"),
         **speed,
         "train_peak_memory_mb": checkpoint.get("train_peak_memory_mb"),
@@ -383,6 +387,8 @@ def report_efficiency(
         for k in COSTS
         if together[k] is not None
     }
+    metrics |= {f"efficiency.macs_per_image.task.{task}": n
+                for task, n in multitask["macs_per_task"].items()}  # fmt: skip
     logger.info("Efficiency, multi-task ÷ single-task: %s",
                 ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None))  # fmt: skip
     return report, efficiency_table(report), final_metrics(metrics)
@@ -424,8 +430,13 @@ def efficiency_table(report: dict[str, Any]) -> str:
         lines += ["", "Peak memory: " + "; ".join(f"{what}, {how}" for what, how in methods.items() if how)
                   + ". The single-task models train, and answer a batch, one after another "
                   "(training: the largest of their peaks)."]  # fmt: skip
+    single = report["single_task"]["per_task"]
     lines += ["", f"Shared parameters: {multitask['parameters_shared']:,}; per task: "
               + ", ".join(f"{t} {n:,}" for t, n in multitask["parameters_per_task"].items()),
+              "", "MACs per image for one task alone (multi-task model, against the task's "
+              "single-task model): " + ", ".join(
+                  f"{t} {n:,} ({n / single[t]['macs_per_image']:.2f}×)"
+                  for t, n in multitask.get("macs_per_task", {}).items()),
               "", f"Δm against the single-task models: {report['delta_m']:+.2f} % ("
               + ", ".join(f"{t} {v:+.2f} %" for t, v in report["delta_m_per_task"].items())
               + ")", ""]  # fmt: skip
