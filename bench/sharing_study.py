@@ -90,6 +90,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plan", choices=["strategies", "architectures"],
                         default="strategies")  # fmt: skip
+    parser.add_argument("--architectures", default="cross_stitch,mtan,mmoe",
+                        help="--plan architectures: the soft ones to train")  # fmt: skip
+    parser.add_argument("--hard-depths", default=None,
+                        help="--plan architectures: hard share depths (default: all; '' none)")  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=Path("data/08_reporting/sharing_study.json")
     )
@@ -116,10 +120,12 @@ def main() -> None:
         ]
     if args.plan == "architectures":
         seeds = range(args.seeds)
+        depths = (range(depth + 1) if args.hard_depths is None
+                  else [int(k) for k in args.hard_depths.split(",") if k])  # fmt: skip
         plan += [(f"hard, shared_stages={k}", TASKS, k, "equal", s, "hard")
-                 for k in range(depth + 1) for s in seeds]  # fmt: skip
+                 for k in depths for s in seeds]  # fmt: skip
         plan += [(a, TASKS, None, "equal", s, a)
-                 for a in ("cross_stitch", "mtan", "mmoe") for s in seeds]  # fmt: skip
+                 for a in args.architectures.split(",") if a for s in seeds]  # fmt: skip
     else:
         plan += [(f"equal, shared_stages={k}", TASKS, k, "equal", 0, "hard")
                  for k in range(depth)]  # fmt: skip

@@ -294,7 +294,7 @@ CASES: dict[str, Case] = {
         {"model": {"architecture": "mtan", "shared_stages": 1}},
     ),
     "bad_architecture_option": Case(
-        "model.architecture_args.experts=1: at least 2",
+        "model.architecture_args.experts=1: a whole number, at least 2",
         {"model": {"architecture": "mmoe", "architecture_args": {"experts": 1}}},
     ),
     "flat_saliency_stage": Case(

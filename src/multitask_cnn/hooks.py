@@ -599,8 +599,10 @@ def _baseline_differences(
     """Keys a single-task baseline depends on whose value differs now."""
 
     def relevant(config: dict[str, Any]) -> dict[str, Any]:
-        model = {
-            k: v for k, v in config.get("model", {}).items() if k != "shared_stages"
+        model = {  # a baseline is the backbone alone: how tasks share is not its input
+            k: v
+            for k, v in config.get("model", {}).items()
+            if k not in ("shared_stages", "architecture", "architecture_args")
         }
         training = {
             k: v

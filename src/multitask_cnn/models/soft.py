@@ -22,7 +22,8 @@ aggregate) and which only one task's does (:meth:`task_parameters`).
 - ``mmoe`` (Ma et al., "Modeling Task Relationships in Multi-task Learning with
   Multi-gate Mixture-of-Experts", KDD 2018): the first ``shared_bottom`` stages
   shared (``shared.<stage>``), then ``experts`` copies of the remaining stages
-  (``experts.<i>.<stage>``), mixed per task by a softmax gate (``gates.<task>``: a
+  (``experts.<i>.<stage>``, each drawn afresh: identical experts would leave the
+  gates nothing to choose), mixed per task by a softmax gate (``gates.<task>``: a
   linear layer on the bottom's output average-pooled to 4×4). Shared: the bottom and
   the experts.
 """
@@ -53,6 +54,25 @@ def stage_shapes(backbone: Backbone, image_shape: tuple[int, ...]) -> dict[str, 
         shapes[name] = tuple(x.shape[1:])
     backbone.train(was_training)
     return shapes
+
+
+def _reinitialised(module: nn.Module) -> nn.Module:
+    """``module`` with every layer's parameters drawn afresh (its own
+    ``reset_parameters``, from the current random state): copies that start apart."""
+    for layer in module.modules():
+        if layer is not module and hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    return module
+
+
+def _last_layers(columns: Sequence[nn.Module]) -> list[nn.Parameter]:
+    """The last convolution or linear layer's parameters of each of ``columns``."""
+    found = []
+    for column in columns:
+        layers = [m for m in column.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        if layers:
+            found += list(layers[-1].parameters())
+    return found
 
 
 class _SoftModel(nn.Module):
@@ -135,6 +155,8 @@ class CrossStitchModel(_SoftModel):
     ) -> None:
         super().__init__(heads)
         names = backbone.stage_names
+        if isinstance(stitch_after, str):  # one stage, as YAML or --params give it
+            stitch_after = [stitch_after]
         stitched = list(names[:-1] if stitch_after is None else stitch_after)
         unknown = [s for s in stitched if s not in names]
         if unknown or not stitched:
@@ -178,6 +200,14 @@ class CrossStitchModel(_SoftModel):
         after = self.stage_order[self.last_stitch + 1 :]
         own = [p for s in after for p in self.task_stages[task][s].parameters()]
         return own + list(self.heads[task].parameters())
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The last layer up to the last stitch in every column (each task reaches
+        its own column most: one column alone would favour its task)."""
+        up_to = self.stage_order[: self.last_stitch + 1]
+        return _last_layers(
+            [nn.ModuleList(self.task_stages[t][s] for s in up_to) for t in self.heads]
+        )
 
 
 class _Attention(nn.Module):
@@ -280,8 +310,10 @@ class MMoEModel(_SoftModel):
     ) -> None:
         super().__init__(heads)
         names = backbone.stage_names
-        if experts < 2:
-            raise ValueError(f"model.architecture_args.experts={experts}: at least 2")
+        if isinstance(experts, bool) or not isinstance(experts, int) or experts < 2:
+            raise ValueError(
+                f"model.architecture_args.experts={experts!r}: a whole number, at least 2"
+            )
         if not 0 <= shared_bottom < len(names):
             raise ValueError(
                 f"model.architecture_args.shared_bottom={shared_bottom}: 0 to "
@@ -298,8 +330,13 @@ class MMoEModel(_SoftModel):
             {n: backbone.stages[n] for n in names[:shared_bottom]}
         )
         self.experts = nn.ModuleList(
-            nn.ModuleDict(
-                {n: copy.deepcopy(backbone.stages[n]) for n in names[shared_bottom:]}
+            _reinitialised(
+                nn.ModuleDict(
+                    {
+                        n: copy.deepcopy(backbone.stages[n])
+                        for n in names[shared_bottom:]
+                    }
+                )
             )
             for _ in range(experts)
         )
@@ -332,6 +369,10 @@ class MMoEModel(_SoftModel):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.shared.parameters(), *self.experts.parameters()]
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The last layer of every expert."""
+        return _last_layers(list(self.experts))
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         return [*self.gates[task].parameters(), *self.heads[task].parameters()]
