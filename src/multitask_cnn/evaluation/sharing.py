@@ -100,6 +100,7 @@ def gradient_cosines(
     stages = {name: params for name, params in stages.items() if params}
     if not stages:  # nothing shared (model.shared_stages: 0, cross-stitch)
         return {}
+    params = [p for ps in stages.values() for p in ps]  # in stage order
     steps = min(len(b) for b in batches.values())
     sums: dict[str, dict[tuple[str, str], list[float]]] = {name: {} for name in stages}
     for step in range(steps):
@@ -110,7 +111,6 @@ def gradient_cosines(
                 continue
             output = model(images.to(device), {task: slice(None)})[task]
             loss = spec.task_kind.loss(output, target.to(device))
-            params = [p for ps in stages.values() for p in ps]
             flat = torch.autograd.grad(loss, params, allow_unused=True)
             grads[task], at = {}, 0
             for name, ps in stages.items():
