@@ -25,7 +25,8 @@ from pathlib import Path
 logger = logging.getLogger("pipeline_image")
 
 # kedro-viz reads its settings from localStorage "KedroViz": set them on the same
-# origin, then open the app (no feature tour, no side panels, labels on)
+# origin, then open the app (no feature tour, no side panels, labels on; namespaces
+# such as the baselines' stl.<task> branches expanded)
 SNAPSHOT_PAGE = """<!doctype html><meta charset="utf-8"><script>
 localStorage.setItem("KedroViz", JSON.stringify({
   theme: "light", showFeatureHints: false, textLabels: true,
@@ -34,7 +35,7 @@ localStorage.setItem("KedroViz", JSON.stringify({
             expandPipelinesBtn: false, exportBtn: false, labelBtn: false,
             layerBtn: false, orientationBtn: false, zoomToolbar: false,
             metadataPanel: false}}));
-location.replace("index.html");
+location.replace("index.html?expandAllPipelines=true");  // every branch drawn
 </script>
 """
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 import pytest  # noqa: E402
 
+from multitask_cnn import pipeline_registry  # noqa: E402
 from multitask_cnn.data.fashion_mnist import (  # noqa: E402
     DEBIAN_DIR,
     FashionMNIST,
@@ -30,6 +31,13 @@ from multitask_cnn.data.fashion_mnist import (  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SMALL_DATA_PREP = {"n_train": 1200, "n_test": 400, "val_fraction": 0.25, "seed": 3}
+
+
+@pytest.fixture(autouse=True)
+def _registry_without_a_session():
+    """Each test starts as in a fresh process: the registry keeps no task names of an
+    earlier test's Kedro session (its baselines' branches follow the default env)."""
+    pipeline_registry.use_session_config(None)
 
 
 @pytest.fixture(scope="session")

@@ -63,18 +63,19 @@ def test_a_checkpoint_written_by_another_run_is_refused(tmp_path, monkeypatch):
             RuntimeError, match="written by MLflow run 0123abc, not by this"
         ):
             hook.after_dataset_loaded("multitask_checkpoint", theirs)
-        # baselines reused from an earlier run are not this run's, and need not be
-        hook.after_node_run(SimpleNamespace(outputs=["baseline_checkpoints"]))
+        # a baseline reused from an earlier run is not this run's, and need not be
+        hook.after_node_run(SimpleNamespace(outputs=["stl.left.baseline_checkpoint"]))
         hook.after_dataset_loaded(
-            "baseline_checkpoints", {"left": theirs | {"reused": True}}
+            "stl.left.baseline_checkpoint", theirs | {"reused": True}
         )
-        with pytest.raises(RuntimeError, match=r"baseline_checkpoints \(left\)"):
+        with pytest.raises(
+            RuntimeError, match=r"stl\.left\.baseline_checkpoint \(left\)"
+        ):
             hook.after_dataset_loaded(
-                "baseline_checkpoints", {"left": theirs | {"reused": False}}
+                "stl.left.baseline_checkpoint", theirs | {"reused": False}
             )
-        # a resumed run keeps the baselines the interrupted runs finished
-        kept = theirs | {"reused": False, "resumed": True}
-        hook.after_dataset_loaded("baseline_checkpoints", {"left": kept})
+        # the gathered baselines are checked in their own files, not again
+        hook.after_dataset_loaded("baseline_checkpoints", {"left": theirs})
 
 
 # the whole pipeline, smaller than the smoke env: the runs wait for each other

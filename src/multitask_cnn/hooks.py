@@ -35,6 +35,7 @@ from multitask_cnn.config import (
 )
 from multitask_cnn.errors import DataFileError, install_excepthook
 from multitask_cnn.io.run_lock import RunLock
+from multitask_cnn.pipeline_registry import use_session_config
 from multitask_cnn.provenance import git_state, kedro_command
 from multitask_cnn.tracking import check_tracking_server
 from multitask_cnn.training import (
@@ -101,16 +102,17 @@ class TrackingStoreHook:
             lock.release()
 
 
-# datasets whose checkpoints this run wrote if it ran their node -> {name: checkpoint}
-_OWN_CHECKPOINTS = {
-    "multitask_checkpoint": lambda data: {"multi-task": data},
-    "baseline_checkpoints": lambda data: {
-        task: c
-        for task, c in data.items()
-        # not those reused from an earlier run, nor those an interrupted run finished
-        if isinstance(c, dict) and not c.get("reused") and not c.get("resumed")
-    },
-}
+def _own_checkpoints(dataset_name: str, data: Any) -> dict[str, Any] | None:
+    """The checkpoints in ``data`` that a run wrote if it ran the node of
+    ``dataset_name`` (the multi-task model's, a baseline's: ``stl.<task>.baseline_checkpoint``),
+    as ``{name: checkpoint}``; None for other datasets."""
+    if dataset_name == "multitask_checkpoint":
+        return {"multi-task": data}
+    parts = dataset_name.split(".")
+    if len(parts) == 3 and parts[0] == "stl" and parts[2] == "baseline_checkpoint":
+        # not one reused from an earlier run
+        return {} if data.get("reused") else {parts[1]: data}
+    return None
 
 
 class RunLockHook:
@@ -151,7 +153,9 @@ class RunLockHook:
 
     @hook_impl
     def after_node_run(self, node) -> None:
-        self._trained |= set(node.outputs) & set(_OWN_CHECKPOINTS)
+        self._trained |= {
+            name for name in node.outputs if _own_checkpoints(name, {}) is not None
+        }
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
@@ -164,7 +168,7 @@ class RunLockHook:
             or not isinstance(data, dict)
         ):
             return
-        checkpoints = _OWN_CHECKPOINTS[dataset_name](data)
+        checkpoints = _own_checkpoints(dataset_name, data) or {}
         for name, checkpoint in checkpoints.items():
             written_by = checkpoint.get("provenance", {}).get("mlflow.run_id")
             if written_by != run.info.run_id:
@@ -228,6 +232,9 @@ class ValidateParametersHook:
     @hook_impl
     def after_context_created(self, context) -> None:
         refuse_torchrun()  # one kedro run: one session; the workers are launched inside
+        # before context.params, which registers the pipelines: the baselines' branches
+        # (one per task) are this run's tasks
+        use_session_config(context.config_loader)
         try:
             params = validate_parameters(context.params)
         except ConfigError as error:

@@ -47,3 +47,10 @@ def test_a_failing_save_keeps_the_old_file(tmp_path):
         dataset.save(HISTORY.assign(task=unencodable))
     assert (tmp_path / "h.csv").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["h.csv"]
+
+
+def test_an_empty_table_round_trips(tmp_path):
+    """A baseline reused, not trained, has an empty history; it is saved and read back."""
+    dataset = CSVDataset(str(tmp_path / "h.csv"))
+    dataset.save(pd.DataFrame())
+    assert dataset.load().empty

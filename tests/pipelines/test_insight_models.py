@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from multitask_cnn.config import ProjectParameters
-from multitask_cnn.pipelines.baselines.nodes import train_baselines
+from multitask_cnn.pipelines.baselines.nodes import train_baseline
 from multitask_cnn.pipelines.insight.nodes import (
     assess_saliency,
     assess_sharing,
@@ -23,8 +23,9 @@ ON = {"sharing": True, "saliency": True, "probe_images": 300}
 def _train(inputs, stats, tasks):
     multitask, _, _ = train_multitask_model(inputs[0], inputs[1], stats, tasks, MODEL,
                                             TRAINING, {}, None, {"enabled": False})  # fmt: skip
-    baselines, _ = train_baselines(inputs[0], inputs[1], stats, tasks, MODEL, TRAINING,
-                                   None, {}, None, {"enabled": False})  # fmt: skip
+    baselines = {task: train_baseline(task, inputs[0], inputs[1], stats, tasks, MODEL,
+                                      TRAINING, None, {}, None, {"enabled": False})[0]
+                 for task in tasks}  # fmt: skip
     return multitask, baselines
 
 

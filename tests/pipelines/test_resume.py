@@ -11,10 +11,13 @@ import signal
 import pytest
 import torch
 from conftest import SMALL_DATA_PREP
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
 
-from multitask_cnn.io import TrainProgress
+from multitask_cnn.io import TorchDataset, TrainProgress, TrainProgressDataset
+from multitask_cnn.pipelines import baselines
 from multitask_cnn.pipelines.baselines import nodes as baselines_nodes
-from multitask_cnn.pipelines.baselines.nodes import train_baselines
+from multitask_cnn.pipelines.baselines.nodes import train_baseline
 from multitask_cnn.pipelines.multitask_training import nodes
 from multitask_cnn.pipelines.multitask_training.nodes import train_multitask_model
 from multitask_cnn.pipelines.pretraining import nodes as pretraining_nodes
@@ -116,9 +119,25 @@ def test_progress_from_other_settings_is_refused_naming_them(
     assert progress.read()["identity"]["training"]["lr"] == 0.001
 
 
-def _baselines(model_inputs, stats, tasks, progress, training=TRAINING):
-    return train_baselines(model_inputs[0], model_inputs[1], stats, tasks, MODEL, training,
-                           None, {}, None, {"enabled": False}, progress)  # fmt: skip
+def _baselines_catalog(model_inputs, stats, tasks, folder):
+    """The baselines pipeline's catalog, its per-task entries as conf/base's factories
+    make them."""
+    entries = {
+        "model_input_train": MemoryDataset(model_inputs[0]),
+        "model_input_val": MemoryDataset(model_inputs[1]),
+        "normalisation_stats": MemoryDataset(stats), "provenance": MemoryDataset({}),
+        "initial_state": MemoryDataset(None), "params:tasks": MemoryDataset(tasks),
+        "params:model": MemoryDataset(MODEL), "params:training": MemoryDataset(TRAINING),
+        "params:transfer": MemoryDataset({"enabled": False}),
+    }  # fmt: skip
+    for task in tasks:
+        path = str(folder / f"{task}.pt")
+        entries |= {
+            f"stl.{task}.baseline_checkpoint": TorchDataset(path),
+            f"stl.{task}.previous_baseline": TorchDataset(path, missing_ok=True),
+            f"stl.{task}.baseline_progress": TrainProgressDataset(str(folder / f"{task}.progress.pt")),
+        }  # fmt: skip
+    return DataCatalog(entries)
 
 
 def _task_of(record) -> str:
@@ -128,12 +147,15 @@ def _task_of(record) -> str:
 def test_baselines_resume_keeping_the_finished_one_and_continuing_the_next(
     model_inputs, normalisation_stats, tasks_params, tmp_path, monkeypatch
 ):
-    """Stopped during the second baseline: the rerun keeps the first (not trained
-    again), continues the second after its saved epoch, and both end bit for bit as
-    in an uninterrupted run."""
-    reference, history = _baselines(model_inputs, normalisation_stats, tasks_params,
-                                    TrainProgress(tmp_path / "reference.pt"))  # fmt: skip
-    assert not (tmp_path / "reference.pt").exists()
+    """Stopped during the second baseline (its own node): the rerun reuses the first
+    (saved when its node finished, not trained again), continues the second after its
+    saved epoch, and both end bit for bit as in an uninterrupted run."""
+    pipeline = baselines.create_pipeline(tasks_params)
+    args = (model_inputs, normalisation_stats, tasks_params)
+    SequentialRunner().run(
+        pipeline, reference := _baselines_catalog(*args, tmp_path / "ref")
+    )
+    assert not list((tmp_path / "ref").glob("*.progress.pt"))
     trained = []
 
     def stop_in_the_second_baseline(epoch, record):
@@ -141,30 +163,31 @@ def test_baselines_resume_keeping_the_finished_one_and_continuing_the_next(
         if trained.count("right") == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    progress = TrainProgress(tmp_path / "progress.pt")
+    catalog = _baselines_catalog(*args, tmp_path / "run")
     monkeypatch.setattr(
         baselines_nodes, "log_epoch_metrics", stop_in_the_second_baseline
     )
     with pytest.raises(TrainingStopped, match="after epoch 2"):
-        _baselines(model_inputs, normalisation_stats, tasks_params, progress)
-    saved = progress.read()
-    assert list(saved["done"]) == ["left"] and saved["part"] == "right"
-    assert saved["state"]["epoch"] == 2
+        SequentialRunner().run(pipeline, catalog)
+    assert (tmp_path / "run" / "left.pt").exists()  # its node had finished
+    saved = TrainProgress(tmp_path / "run" / "right.progress.pt").read()
+    assert saved["part"] == "right" and saved["state"]["epoch"] == 2
 
     trained.clear()
     monkeypatch.setattr(baselines_nodes, "log_epoch_metrics",
                         lambda epoch, record: trained.append(_task_of(record)))  # fmt: skip
-    resumed, resumed_history = _baselines(
-        model_inputs, normalisation_stats, tasks_params, progress
+    SequentialRunner().run(
+        pipeline, catalog := _baselines_catalog(*args, tmp_path / "run")
     )
     assert trained == ["right"]  # only the epoch that was left of the second one
-    assert not progress.path.exists()
+    assert not (tmp_path / "run" / "right.progress.pt").exists()
     for task in tasks_params:
-        assert resumed[task]["baseline_key"] == reference[task]["baseline_key"]
-        for name, tensor in reference[task]["model"].items():  # bit for bit
-            assert torch.equal(tensor, resumed[task]["model"][name]), (task, name)
-    columns = [c for c in history.columns if not c.endswith("epoch_seconds")]
-    assert resumed_history[columns].equals(history[columns])  # every epoch of both
+        expected = reference.load(f"stl.{task}.baseline_checkpoint")
+        resumed = catalog.load(f"stl.{task}.baseline_checkpoint")
+        assert resumed["reused"] == (task == "left")
+        assert resumed["baseline_key"] == expected["baseline_key"]
+        for name, tensor in expected["model"].items():  # bit for bit
+            assert torch.equal(tensor, resumed["model"][name]), (task, name)
 
 
 def test_pretraining_resumes_from_its_last_epoch(
@@ -198,13 +221,14 @@ def test_pretraining_resumes_from_its_last_epoch(
 def test_stale_baseline_progress_does_not_block_a_run_that_trains_none(
     model_inputs, normalisation_stats, tasks_params, tmp_path
 ):
-    trained, _ = _baselines(model_inputs, normalisation_stats, tasks_params, None)
+    args = (model_inputs[0], model_inputs[1], normalisation_stats, tasks_params, MODEL,
+            TRAINING)  # fmt: skip
+    trained, _ = train_baseline("left", *args, None, {}, None, {"enabled": False})
     stale = TrainProgress(tmp_path / "stale.pt")
     stale.write({"format": 2, "identity": {"other": "settings"}, "part": None,
                  "state": None, "done": {}, "mlflow_run_id": None})  # fmt: skip
-    reused, history = train_baselines(
-        model_inputs[0], model_inputs[1], normalisation_stats, tasks_params, MODEL,
-        TRAINING, trained, {}, None, {"enabled": False}, stale,
-    )  # fmt: skip
-    assert all(c["reused"] for c in reused.values()) and history.empty
-    assert list(reused) == list(tasks_params)
+    reused, history = train_baseline(
+        "left", *args, trained, {}, None, {"enabled": False}, stale
+    )
+    assert reused["reused"] and history.empty
+    assert reused["baseline_key"] == trained["baseline_key"]

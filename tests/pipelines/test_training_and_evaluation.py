@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 
 from multitask_cnn.config import parse_tasks
 from multitask_cnn.io import (
+    CheckpointSetDataset,
     CSVDataset,
     DigitsDataset,
     JSONDataset,
@@ -35,11 +36,35 @@ from multitask_cnn.training import TrainState, build_optimizer, get_weighting
 from multitask_cnn.training.memory import PeakMemory
 
 TRAINING = {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}
-TRAIN_AND_EVALUATE = (
-    baselines.create_pipeline()
-    + multitask_training.create_pipeline()
-    + evaluation.create_pipeline()
-)
+
+
+def _train_and_evaluate(tasks):
+    return (
+        baselines.create_pipeline(tasks)
+        + multitask_training.create_pipeline()
+        + evaluation.create_pipeline()
+    )
+
+
+def _baseline_entries(tasks, folder: Path) -> dict:
+    """The catalog entries of each task's baseline branch (conf/base's factories)."""
+    entries = {
+        "baseline_checkpoints": CheckpointSetDataset(
+            str(folder / "baselines" / "index.json")
+        )
+    }
+    for task in tasks:
+        path = str(folder / "baselines" / f"{task}.pt")
+        entries |= {
+            f"stl.{task}.baseline_checkpoint": TorchDataset(path),
+            f"stl.{task}.previous_baseline": TorchDataset(path, missing_ok=True),
+            f"stl.{task}.baseline_progress": TrainProgressDataset(
+                str(folder / "baseline_progress" / f"{task}.pt")
+            ),
+        }
+    return entries
+
+
 PROVENANCE = {"git.commit": "abc123", "git.dirty": "false", "mlflow.run_id": "run42"}
 STATS = {"mean": 0.1, "std": 0.3, "computed_on": "train", "n_images": 900}
 NORMALISATION = {"multifashion": STATS}  # data_prep's statistics, per source
@@ -58,13 +83,11 @@ def _catalog(model_inputs, tasks_params: dict, tmp_path: Path) -> DataCatalog:
         "params:transfer": MemoryDataset({"enabled": False}),
         "initial_state": TorchDataset(str(tmp_path / "initial_state.pt"), missing_ok=True),
         "multitask_checkpoint": TorchDataset(str(tmp_path / "checkpoint.pt")),
-        "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),
-        "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
+        **_baseline_entries(tasks_params, tmp_path),
         "baseline_metrics": JSONDataset(str(tmp_path / "baseline_metrics.json")),
         "comparison": JSONDataset(str(tmp_path / "comparison.json")),
         "train_state": TorchDataset(str(tmp_path / "train_state.pt")),
         "training_progress": TrainProgressDataset(str(tmp_path / "progress.pt")),
-        "baseline_progress": TrainProgressDataset(str(tmp_path / "baseline_progress.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "efficiency_report": JSONDataset(str(tmp_path / "efficiency.json")),
@@ -85,7 +108,7 @@ def trained_once(model_inputs, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     tasks = {t: {"kind": "multiclass", "num_classes": 10} for t in ("left", "right")}
     SequentialRunner().run(
-        baselines.create_pipeline() + multitask_training.create_pipeline(),
+        baselines.create_pipeline(tasks) + multitask_training.create_pipeline(),
         _catalog(model_inputs, tasks, folder),
     )
     return folder
@@ -98,8 +121,8 @@ def trained(catalog, trained_once, tmp_path):
     return catalog
 
 
-def test_the_efficiency_report_compares_the_models_it_measured(catalog):
-    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
+def test_the_efficiency_report_compares_the_models_it_measured(catalog, tasks_params):
+    SequentialRunner().run(_train_and_evaluate(tasks_params), catalog)
     report = catalog.load("efficiency_report")
     checkpoint, baselines = (
         catalog.load("multitask_checkpoint"),
@@ -152,8 +175,8 @@ def test_the_efficiency_report_compares_the_models_it_measured(catalog):
     )
 
 
-def test_train_then_evaluate_in_memory(catalog, model_inputs):
-    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
+def test_train_then_evaluate_in_memory(catalog, model_inputs, tasks_params):
+    SequentialRunner().run(_train_and_evaluate(tasks_params), catalog)
 
     checkpoint = catalog.load("multitask_checkpoint")  # round-trips through the file
     assert checkpoint["format_version"] == 3
@@ -324,11 +347,9 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
         "normalisation_stats": JSONDataset(str(tmp_path / "stats.json")),
         "training_history": CSVDataset(str(tmp_path / "history.csv")),
         "training_progress": TrainProgressDataset(str(tmp_path / "progress.pt")),
-        "baseline_progress": TrainProgressDataset(str(tmp_path / "baseline_progress.pt")),
+        **_baseline_entries(tasks, tmp_path),
         "pretraining_progress": TrainProgressDataset(str(tmp_path / "pretraining_progress.pt")),
         "task_metrics": JSONDataset(str(tmp_path / "metrics.json")),
-        "previous_baselines": TorchDataset(str(tmp_path / "baselines.pt"), missing_ok=True),
-        "baseline_checkpoints": TorchDataset(str(tmp_path / "baselines.pt")),
         "params:pretraining": MemoryDataset({"n_train": 600}),
         "params:transfer": MemoryDataset({"freeze_epochs": 1}),
         "pretraining_file": TorchDataset(str(tmp_path / "mine.pt"), missing_ok=True),
@@ -337,7 +358,7 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
     })  # fmt: skip
     SequentialRunner().run(
         data_prep.create_pipeline() + pretraining.create_pipeline()
-        + weight_transfer.create_pipeline() + TRAIN_AND_EVALUATE, catalog,
+        + weight_transfer.create_pipeline() + _train_and_evaluate(tasks), catalog,
     )  # fmt: skip
     report = catalog.load("transfer_report")
     assert report["counts"]["tensors_transferred"] == 4  # conv1, conv2 (fc left out)
@@ -403,9 +424,9 @@ def test_three_task_kinds_with_missing_labels_end_to_end(fashion_mnist_small, tm
 
 
 def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_change(
-    catalog,
+    catalog, tasks_params
 ):
-    SequentialRunner().run(TRAIN_AND_EVALUATE, catalog)
+    SequentialRunner().run(_train_and_evaluate(tasks_params), catalog)
     first = catalog.load("baseline_checkpoints")
     assert set(first) == {"left", "right"} and not first["left"]["reused"]
     assert first["left"]["config"]["tasks"] == {
@@ -428,7 +449,7 @@ def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_chan
     assert logged["stl.left.accuracy"]["value"] == stl["left"]["accuracy"]
 
     # unchanged inputs: the baselines are reused, not retrained
-    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    SequentialRunner().run(baselines.create_pipeline(tasks_params), catalog)
     second = catalog.load("baseline_checkpoints")
     assert second["left"]["reused"] and second["right"]["reused"]
     for key, value in first["left"]["model"].items():
@@ -442,14 +463,14 @@ def test_delta_m_compares_with_baselines_that_are_reused_until_their_inputs_chan
     catalog["model_input_train"] = MemoryDataset(
         {"multifashion": {"images": multifashion["images"], "labels": labels}}
     )
-    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    SequentialRunner().run(baselines.create_pipeline(tasks_params), catalog)
     relabelled = catalog.load("baseline_checkpoints")
     assert not relabelled["left"]["reused"] and relabelled["right"]["reused"]
     catalog["model_input_train"] = MemoryDataset(train)
 
     # a changed budget retrains
     catalog["params:training"] = MemoryDataset(TRAINING | {"epochs": 1})
-    SequentialRunner().run(baselines.create_pipeline(), catalog)
+    SequentialRunner().run(baselines.create_pipeline(tasks_params), catalog)
     third = catalog.load("baseline_checkpoints")
     assert (
         not third["left"]["reused"]

@@ -5,6 +5,7 @@ previous file, never a half-written one.
 """
 
 from .atomic import AtomicFileDataset, OutputWriteError, atomic_path
+from .checkpoint_set_dataset import CheckpointSetDataset
 from .csv_dataset import CSVDataset
 from .digits_dataset import DigitsDataset
 from .fashion_mnist_dataset import FashionMNISTDataset
@@ -20,6 +21,7 @@ from .torch_dataset import TorchDataset
 __all__ = [
     "AtomicFileDataset",
     "CSVDataset",
+    "CheckpointSetDataset",
     "DigitsDataset",
     "FashionMNISTDataset",
     "FiguresDataset",

@@ -32,4 +32,7 @@ class CSVDataset(AtomicFileDataset[pd.DataFrame, pd.DataFrame]):
         data.to_csv(path, **{"compression": compression, **self._save_args})
 
     def _read(self, path: Path) -> pd.DataFrame:
-        return pd.read_csv(path, **self._load_args)
+        try:
+            return pd.read_csv(path, **self._load_args)
+        except pd.errors.EmptyDataError:  # what an empty DataFrame was saved as
+            return pd.DataFrame()

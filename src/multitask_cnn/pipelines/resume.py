@@ -4,10 +4,10 @@ A node trains inside :func:`resumable`: after every epoch the train state goes t
 progress file (a :class:`~multitask_cnn.io.TrainProgress`, atomically), with what
 the node must match to continue it (its *identity*: settings, data, start). When the
 same command runs again after a kill or a stop, the node continues from there; progress
-made with other settings or data is refused, naming what differs. A node that trains
-several models in turn (the baselines, one per task) records each finished one as a
-*part*, so that a rerun keeps them and continues the one under way. The file is removed
-when the node has finished (and when a loss went non-finite: resuming would meet it).
+made with other settings or data is refused, naming what differs. The file names the
+*part* it holds (the model the node trains: each baseline branch its task's). It is
+removed when the node has finished (and when a loss went non-finite: resuming would
+meet it).
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ class ProgressMismatchError(UserError, ValueError):
 
 class Resumption:
     """What a training node hands ``train_model``: ``state_for(part)`` (the train state
-    to continue, or None), ``saver(part)`` (its ``on_checkpoint``) and ``stop``; and
-    the parts an interrupted run finished (``done``), kept with :meth:`finished`."""
+    to continue, or None), ``saver(part)`` (its ``on_checkpoint``) and ``stop``."""
 
     def __init__(
         self,
@@ -57,7 +56,6 @@ class Resumption:
         self._identity = dict(identity)
         self._previous = previous
         self.stop = stop
-        self.done: dict[str, Any] = dict(previous["done"]) if previous else {}
 
     def state_for(self, part: str) -> dict[str, Any] | None:
         previous = self._previous
@@ -75,17 +73,11 @@ class Resumption:
 
         return save
 
-    def finished(self, part: str, record: Mapping[str, Any]) -> None:
-        """``part`` is trained: keep ``record`` (its checkpoint, its history) until the
-        node has finished, so a rerun after a later interruption reuses it."""
-        self.done[part] = dict(record)
-        self._write(None, None)
-
     def _write(self, part: str | None, state: dict[str, Any] | None) -> None:
         if self._progress is None:
             return
         self._progress.write({"format": _FORMAT, "identity": self._identity, "part": part,
-                              "state": state, "done": self.done,
+                              "state": state, "done": {},  # format 2: parts kept, none now
                               "mlflow_run_id": active_run_id()})  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""``baselines``: one single-task model per task, reused while its inputs are unchanged."""
+"""The ``baselines`` pipeline: one single-task model per task, for Δm."""
 
 from .pipeline import create_pipeline
 

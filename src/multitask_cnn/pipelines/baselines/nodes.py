@@ -1,4 +1,5 @@
-"""Nodes of the ``baselines`` pipeline: the single-task models Δm compares against."""
+"""Nodes of the ``baselines`` pipeline: the single-task models Δm compares against,
+one branch (``stl.<task>``) per task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from multitask_cnn.config import (
+    ConfigError,
     ModelConfig,
     TrainingConfig,
     TransferConfig,
@@ -56,95 +58,79 @@ def _baseline_inputs(
     }  # fmt: skip
 
 
-def train_baselines(
+def train_baseline(
+    task: str,
     model_input_train: dict[str, Any],
     model_input_val: dict[str, Any],
     normalisation_stats: dict[str, Any],
     tasks: dict[str, Any],
     model: dict[str, Any],
     training: dict[str, Any],
-    previous_baselines: dict[str, Any] | None,
+    previous_baseline: dict[str, Any] | None,
     provenance: dict[str, Any],
     initial_state: dict[str, Any] | None,
     transfer: dict[str, Any],
     baseline_progress: TrainProgress | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """One single-task model per task: the multi-task model's backbone (all of it the
-    task's own), budget and seed, trained with the plain task loss.
+    """The single-task model of ``task``: the multi-task model's backbone (all of it
+    the task's own), budget and seed, trained with the plain task loss on the task's
+    own source.
 
-    With ``transfer.enabled`` each starts from weight_transfer's start for it (the
-    same source and mapping as the multi-task model's). A baseline in
-    ``previous_baselines`` whose inputs (data fingerprints, task spec, backbone,
-    budget, seed, transferred start) are unchanged is reused, not retrained. Returns
-    ``{task: checkpoint}`` (each with ``baseline_key`` and ``reused``) and the
-    per-epoch history of the baselines trained now (metrics ``stl.<task>.*``).
+    With ``transfer.enabled`` it starts from weight_transfer's start for it (the same
+    source and mapping as the multi-task model's). ``previous_baseline`` (the one the
+    last run saved) is reused, not retrained, when its inputs (data fingerprints, task
+    spec, backbone, budget, seed, transferred start) are unchanged. Returns the
+    checkpoint (with ``baseline_key`` and ``reused``) and the per-epoch history of a
+    baseline trained now (metrics ``stl.<task>.*``; empty when reused).
 
-    Resumable (``pipelines/resume.py``): a rerun after a kill or a stop keeps the
-    baselines the interrupted run finished and continues the one under way from its
-    last epoch (``baseline_progress``).
+    Resumable (``pipelines/resume.py``): a rerun after a kill or a stop continues the
+    training from its last epoch (``baseline_progress``).
     """
     specs = parse_tasks(tasks)
+    if task not in specs:
+        raise ConfigError(
+            f"the baselines pipeline has a branch for task {task!r}, which the task spec "
+            f"does not list (only {sorted(specs)}): register the pipelines with this "
+            "run's configuration (`kedro run` does)"
+        )
+    spec = specs[task]
     model_config = parse(ModelConfig, model, "model")
     config = parse(TrainingConfig, training, "training")
     effective_model = model_config.hard()
     budget = config.budget()
     inputs = {"train": model_input_train, "val": model_input_val}
-    splits = {split: task_splits(m, normalisation_stats, specs, split)
-              for split, m in inputs.items()}  # fmt: skip  # labels checked, all tasks
+    splits = {split: task_splits(m, normalisation_stats, {task: spec}, split)
+              for split, m in inputs.items()}  # fmt: skip  # its labels checked
     transfer_config = parse(TransferConfig, transfer, "transfer").for_backbone(
         model_config
     )
-    starts = {task: warm_start(initial_state, specs, model_config, config.seed, transfer_config,
-                               baseline=task) for task in specs}  # fmt: skip
-    images = {split: {source: fingerprint({"images": m[source]["images"]}) for source in splits[split]}
-              for split, m in inputs.items()}  # fmt: skip  # once per source (a cache: a disk read)
-    previous = previous_baselines or {}
-    device = resolve_device(config.device)
-    inputs_of = {}  # task -> what its baseline depends on
-    for task, spec in specs.items():
-        source, label = spec.source, spec.label_name(task)
-        # the data of this baseline: its source's images, its labels and their scaling
-        task_data = {split: fingerprint({"images": images[split][source],
-                                         "labels": m[source]["labels"][label],
-                                         "normalisation": used_stats(normalisation_stats, {task: spec})})
-                     for split, m in inputs.items()}  # fmt: skip
-        start = starts[task]
-        transferred = None if start is None else {
-            "state": fingerprint(dict(start.state)), "freeze_epochs": start.freeze_epochs,
-            "lr_scale": start.lr_scale}  # fmt: skip
-        inputs_of[task] = _baseline_inputs(effective_tasks({task: spec})[task], effective_model,
-                                           budget.single_source(source), task_data, transferred)  # fmt: skip
-    keys = {task: fingerprint(i) for task, i in inputs_of.items()}
-    identity = {task: without_epochs(i) for task, i in inputs_of.items()}
-    baselines, histories = {}, []
-    for task in specs:
-        if previous.get(task, {}).get("baseline_key") == keys[task]:
-            logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
-                        task, previous[task]["provenance"].get("mlflow.run_id"))  # fmt: skip
-            baselines[task] = previous[task] | {"reused": True}
-    if len(baselines) == len(specs):  # nothing to train: no progress to read or keep
-        return baselines, pd.DataFrame()
-    with resumable(baseline_progress, identity, enabled=config.resume) as resumed:
-        for task, spec in specs.items():
-            key = keys[task]
-            if task in baselines:
-                continue
-            done = resumed.done.get(task)
-            if done is not None and done["checkpoint"]["baseline_key"] == key:
-                logger.info("Baseline %r: trained by the interrupted run, kept", task)
-                baselines[task] = done["checkpoint"] | {"resumed": True}
-                histories.append(pd.DataFrame(done["history"]))
-                continue
-            checkpoint, history = _train_baseline(
-                task, spec, splits, device, budget, config, model_config, effective_model,
-                transfer_config, initial_state, starts[task], provenance,
-                normalisation_stats, inputs_of[task]["data"], resumed,
-            )  # fmt: skip
-            baselines[task] = checkpoint | {"baseline_key": key, "reused": False}
-            histories.append(pd.DataFrame(history))
-            resumed.finished(task, {"checkpoint": baselines[task], "history": history})
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    return {task: baselines[task] for task in specs}, history
+    # every task's spec: the initial state must have been built for this run's tasks
+    start = warm_start(initial_state, specs, model_config, config.seed, transfer_config,
+                       baseline=task)  # fmt: skip
+    source, label = spec.source, spec.label_name(task)
+    # the data of this baseline: its source's images, its labels and their scaling
+    task_data = {split: fingerprint({"images": fingerprint({"images": m[source]["images"]}),
+                                     "labels": m[source]["labels"][label],
+                                     "normalisation": used_stats(normalisation_stats, {task: spec})})
+                 for split, m in inputs.items()}  # fmt: skip
+    transferred = None if start is None else {
+        "state": fingerprint(dict(start.state)), "freeze_epochs": start.freeze_epochs,
+        "lr_scale": start.lr_scale}  # fmt: skip
+    depends_on = _baseline_inputs(effective_tasks({task: spec})[task], effective_model,
+                                  budget.single_source(source), task_data, transferred)  # fmt: skip
+    key = fingerprint(depends_on)
+    if (previous_baseline or {}).get("baseline_key") == key:
+        logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
+                    task, previous_baseline["provenance"].get("mlflow.run_id"))  # fmt: skip
+        return previous_baseline | {"reused": True}, pd.DataFrame()
+    with resumable(baseline_progress, without_epochs(depends_on),
+                   enabled=config.resume) as resumed:  # fmt: skip
+        checkpoint, history = _train_baseline(
+            task, spec, splits, resolve_device(config.device), budget, config,
+            model_config, effective_model, transfer_config, initial_state, start,
+            provenance, normalisation_stats, task_data, resumed,
+        )  # fmt: skip
+    return checkpoint | {"baseline_key": key, "reused": False}, pd.DataFrame(history)
 
 
 def _train_baseline(
@@ -155,8 +141,7 @@ def _train_baseline(
     """Train the baseline of ``task`` (continuing what an interrupted run saved of it);
     return its checkpoint and per-epoch history."""
     train, val = (
-        {spec.source: splits[split][spec.source].only([task])}
-        for split in ("train", "val")
+        {spec.source: splits[split][spec.source]} for split in ("train", "val")
     )
     state = train_model(
         partial(build_model, {task: spec}, model_config.backbone,
@@ -177,6 +162,18 @@ def _train_baseline(
         train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
     )  # fmt: skip
     return checkpoint, state.history
+
+
+def collect_baselines(**checkpoints: dict[str, Any]) -> dict[str, Any]:
+    """``{task: checkpoint}`` of the baselines (what Δm, the efficiency report and the
+    insight compare against), in the task spec's order."""
+    return checkpoints
+
+
+def collect_histories(**histories: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch histories of the baselines trained in this run, one table."""
+    trained = [history for history in histories.values() if not history.empty]
+    return pd.concat(trained, ignore_index=True) if trained else pd.DataFrame()
 
 
 def summarise_baselines(
