@@ -26,15 +26,21 @@ SHARED_INPUTS = {
 SHARED_PARAMETERS = {"tasks", "model", "training", "transfer"}  # the run's own
 
 
-def _of_task(task: str):
-    """``train_baseline`` for ``task`` (a plain function, unlike a ``partial``: Kedro
-    reads the type hints of a node's function)."""
+class _OfTask:
+    """``train_baseline`` bound to one task: picklable (a runner that starts processes
+    can ship it, unlike a closure) and with ``__annotations__`` (Kedro reads a node
+    function's type hints, which a ``partial`` lacks)."""
 
-    def train_baseline_of_task(*inputs: Any) -> Any:
-        return train_baseline(task, *inputs)
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.__name__ = self.__qualname__ = "train_baseline"
+        self.__annotations__: dict[str, Any] = {}
 
-    train_baseline_of_task.__qualname__ = f"train_baseline[{task}]"
-    return train_baseline_of_task
+    def __call__(self, *inputs: Any) -> Any:
+        return train_baseline(self.task, *inputs)
+
+    def __repr__(self) -> str:
+        return f"train_baseline[{self.task}]"
 
 
 def baseline_template(task: str) -> Pipeline:
@@ -44,7 +50,7 @@ def baseline_template(task: str) -> Pipeline:
     return Pipeline(
         [
             Node(
-                _of_task(task),
+                _OfTask(task),
                 inputs=[
                     "model_input_train",
                     "model_input_val",
