@@ -110,8 +110,9 @@ def _own_checkpoints(dataset_name: str, data: Any) -> dict[str, Any] | None:
         return {"multi-task": data}
     parts = dataset_name.split(".")
     if len(parts) == 3 and parts[0] == "stl" and parts[2] == "baseline_checkpoint":
-        # not one reused from an earlier run
-        return {} if data.get("reused") else {parts[1]: data}
+        # not one reused from an earlier run, nor one an interrupted run trained
+        kept = data.get("reused") or data.get("resumed")
+        return {} if kept else {parts[1]: data}
     return None
 
 

@@ -3,8 +3,10 @@
 The ``baselines`` pipeline has one namespaced branch per task (``stl.<task>``), so the
 registry needs the run's task names before any node runs. A session learns them from
 its own configuration (its env and ``--params``, :func:`use_session_config`, called
-by ``ValidateParametersHook`` when the context is created); without a session (``kedro
-registry``, kedro-viz) they come from the default env's files (``$KEDRO_ENV`` if set).
+by ``ValidateParametersHook`` when the context is created) and keeps them until
+another session's context replaces them; without one (``kedro registry``, kedro-viz
+without ``--include-hooks``) they come from the default env's files (``$KEDRO_ENV`` if
+set).
 """
 
 from __future__ import annotations

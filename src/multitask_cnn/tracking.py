@@ -65,6 +65,19 @@ def note_resumed_run(
         log_epoch_metrics(int(record["epoch"]), record)
 
 
+def interrupted_run(run_id: str | None) -> bool:
+    """Whether ``run_id`` is another run of this store than the active one that did
+    not finish (killed, failed, or still marked running after a crash). False without
+    an active run, or for a run this store does not have."""
+    if run_id is None or mlflow.active_run() is None or run_id == active_run_id():
+        return False
+    try:
+        status = MlflowClient().get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return False
+    return status != RunStatus.to_string(RunStatus.FINISHED)
+
+
 def final_metrics(values: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """``{name: value}`` in the form kedro-mlflow's ``MlflowMetricsHistoryDataset``
     saves: one value at step 0 per metric."""

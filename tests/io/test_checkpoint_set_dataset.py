@@ -1,6 +1,7 @@
 """CheckpointSetDataset: {name: checkpoint} as one file per member and an index."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -44,14 +45,25 @@ def test_a_member_missing_or_different_is_written(tmp_path):
     assert dataset.load()["right"]["baseline_key"] == "kr"
 
 
-def test_a_member_replaced_or_removed_since_the_index_is_refused(tmp_path):
+def test_a_member_written_again_since_is_loaded_as_it_is_and_a_missing_one_refused(
+    tmp_path, caplog
+):
     dataset = CheckpointSetDataset(str(tmp_path / "index.json"))
     dataset.save({"left": _checkpoint("kl"), "right": _checkpoint("kr")})
-    TorchDataset(str(tmp_path / "left.pt")).save(_checkpoint("kl", run="other"))
-    with pytest.raises(DatasetError, match=r"left\.pt holds another checkpoint"):
-        dataset.load()
+    # a branch rerun alone (kedro run --nodes stl.left.train_baseline)
+    TorchDataset(str(tmp_path / "left.pt")).save(_checkpoint("kl2", run="r2"))
+    with caplog.at_level(logging.INFO):
+        assert dataset.load()["left"]["baseline_key"] == "kl2"
+    assert "left.pt was written again since the set" in caplog.text
     (tmp_path / "left.pt").unlink()
     with pytest.raises(
         DatasetError, match=r"left\.pt \('left' in the set .*\) is missing"
     ):
         dataset.load()
+
+
+def test_an_unreadable_member_is_written_again(tmp_path):
+    (tmp_path / "left.pt").write_bytes(b"not a checkpoint")
+    dataset = CheckpointSetDataset(str(tmp_path / "index.json"))
+    dataset.save({"left": _checkpoint("kl")})
+    assert dataset.load()["left"]["baseline_key"] == "kl"

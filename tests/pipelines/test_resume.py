@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import signal
 
+import mlflow
 import pytest
 import torch
 from conftest import SMALL_DATA_PREP
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow.tracking import MlflowClient
 
 from multitask_cnn.io import TorchDataset, TrainProgress, TrainProgressDataset
 from multitask_cnn.pipelines import baselines
@@ -230,5 +232,45 @@ def test_stale_baseline_progress_does_not_block_a_run_that_trains_none(
     reused, history = train_baseline(
         "left", *args, trained, {}, None, {"enabled": False}, stale
     )
-    assert reused["reused"] and history.empty
+    assert reused["reused"] and list(history["epoch"]) == [1, 2, 3]  # its curves
     assert reused["baseline_key"] == trained["baseline_key"]
+
+
+def test_a_baseline_an_interrupted_run_finished_is_resumed_with_its_curves(
+    model_inputs, normalisation_stats, tasks_params, tmp_path, monkeypatch
+):
+    """Killed after the left baseline's node: the rerun keeps it (inputs unchanged) as
+    *resumed*, and its curves go into the new run, whose curves are then whole; a
+    baseline of a finished run is *reused*, its curves left where they are."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("t", artifact_location=tmp_path.as_uri())
+    client = MlflowClient(tracking_uri=uri)
+    args = (model_inputs[0], model_inputs[1], normalisation_stats, tasks_params, MODEL,
+            TRAINING | {"epochs": 2})  # fmt: skip
+
+    def baseline(previous, run):
+        provenance = {"mlflow.run_id": run.info.run_id}
+        return train_baseline(
+            "left", *args, previous, provenance, None, {"enabled": False}
+        )
+
+    with mlflow.start_run(experiment_id=experiment) as killed:
+        trained, history = baseline(None, killed)
+    client.set_terminated(killed.info.run_id, "KILLED")
+    assert trained["history"] == history.to_dict("records") and len(history) == 2
+    with mlflow.start_run(experiment_id=experiment) as again:
+        kept, kept_history = baseline(trained, again)
+    assert kept["resumed"] and not kept["reused"]
+    assert kept_history.equals(history)
+    tags = client.get_run(again.info.run_id).data.tags
+    assert tags["resumed_from_run_id"] == killed.info.run_id
+    curve = client.get_metric_history(again.info.run_id, "stl.left.val.loss")
+    assert [m.step for m in curve] == [1, 2]
+
+    client.set_terminated(killed.info.run_id, "FINISHED")  # as if it had finished
+    with mlflow.start_run(experiment_id=experiment) as later:
+        reused, reused_history = baseline(trained, later)
+    assert reused["reused"] and not reused["resumed"] and reused_history.equals(history)
+    assert not client.get_metric_history(later.info.run_id, "stl.left.val.loss")

@@ -2,6 +2,7 @@
 fp16): what each setting resolves to, what fp16 refuses before training, and real
 trainings on MultiFashion in each of them."""
 
+import math
 from types import SimpleNamespace
 
 import pydantic
@@ -50,13 +51,14 @@ def test_fp16_refuses_gradient_level_strategies_before_training():
     TrainingConfig(precision="bf16", weighting="upgrad")  # no scaler: fine
 
 
-def _train(mf_splits, weighting="equal", epochs=2, **settings):
+def _train(mf_splits, weighting="equal", epochs=2, architecture="hard", **settings):
     train, val, _ = mf_splits(LABELS)
     seen = SimpleNamespace(dtypes=set())
 
     def build():
-        model = build_model(TASKS, "lenet")
-        model.shared.conv1[0].register_forward_hook(  # the trunk's first convolution
+        model = build_model(TASKS, "lenet", architecture=architecture)
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first.register_forward_hook(  # the first convolution: the trunk's or a column's
             lambda module, args, out: seen.dtypes.add(out.dtype)
         )  # fmt: skip
         seen.model = model
@@ -124,3 +126,34 @@ def test_a_compiled_model_trains_as_the_plain_one(mf_splits):
             TrainingConfig(compile=True, **refused)
     with pytest.raises(CompileError, match="'mgda'"):  # the library refuses it too
         _train(mf_splits, "mgda", epochs=1, compile="aot_eager")
+
+
+@pytest.mark.parametrize("architecture", ["cross_stitch", "mtan", "mmoe"])
+def test_soft_architectures_train_in_bf16_fp16_and_compiled(mf_splits, architecture):
+    """A soft model runs whole under the loop's task outputs: autocast and
+    training.compile reach every column, attention mask and expert."""
+    bf16, seen = _train(
+        mf_splits, epochs=1, architecture=architecture, precision="bf16"
+    )
+    assert seen.dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in seen.model.parameters())
+    fp16, seen = _train(mf_splits, "uncertainty", epochs=1, architecture=architecture,
+                        precision="fp16")  # fmt: skip
+    assert seen.dtypes == {torch.float16} and fp16.scaler is not None
+    plain, _ = _train(mf_splits, "uncertainty", epochs=1, architecture=architecture)
+    compiled, seen = _train(mf_splits, "uncertainty", epochs=1,
+                            architecture=architecture, compile="aot_eager")  # fmt: skip
+    assert hasattr(seen.model.task_outputs, "_torchdynamo_orig_callable")
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())
+    for state in (bf16, fp16, compiled):
+        assert math.isfinite(state.history[0]["val.loss"])
+    assert compiled.history[0]["val.loss"] == pytest.approx(
+        plain.history[0]["val.loss"], rel=1e-3
+    )
+    # reduced precision: close to fp32's first epoch, not equal
+    assert bf16.history[0]["val.loss"] == pytest.approx(
+        _train(mf_splits, epochs=1, architecture=architecture)[0].history[0][
+            "val.loss"
+        ],
+        rel=0.05,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from multitask_cnn.errors import DataFileError
 from multitask_cnn.models.checkpoint import load_weights_only
 
 from .atomic import AtomicFileDataset, atomic_path
+
+logger = logging.getLogger(__name__)
 
 
 def _identity(checkpoint: Any) -> dict[str, Any]:
@@ -32,9 +35,11 @@ class CheckpointSetDataset(AtomicFileDataset[dict[str, Any], dict[str, Any]]):
 
     The members are usually written by nodes of their own (each task's baseline
     branch writes ``baselines/<task>.pt``); saving the set then writes the index only,
-    and a member whose file is missing or holds another checkpoint. Loading gives the
-    members the index names (in its order), read with ``weights_only=True``, and
-    refuses a member file replaced since the index was written.
+    and a member whose file is missing, unreadable or holds another checkpoint.
+    Loading gives the members the index names (in its order), read with
+    ``weights_only=True``; a member file is the truth: one written again since the
+    index (a branch rerun alone, ``kedro run --nodes stl.left.train_baseline``) is
+    loaded as it is now, and logged. A missing member is refused, naming it.
 
     Example (``catalog.yml``)::
 
@@ -50,7 +55,7 @@ class CheckpointSetDataset(AtomicFileDataset[dict[str, Any], dict[str, Any]]):
         index = {}
         for name, checkpoint in data.items():
             path, identity = self._member(name), _identity(checkpoint)
-            if not path.is_file() or _identity(load_weights_only(path)) != identity:
+            if _identity_on_disk(path) != identity:
                 with atomic_path(path) as temp:
                     torch.save(checkpoint, temp)
             index[name] = identity
@@ -71,9 +76,16 @@ class CheckpointSetDataset(AtomicFileDataset[dict[str, Any], dict[str, Any]]):
                 )
             checkpoints[name] = load_weights_only(member)
             if _identity(checkpoints[name]) != identity:
-                raise DataFileError(
-                    f"{member} holds another checkpoint than the set {path} recorded "
-                    f"({_identity(checkpoints[name])} now, {identity} then): it was "
-                    "replaced since; run the pipeline that writes the set again"
-                )
+                logger.info("%s was written again since the set %s: loading it as it is "
+                            "now (%s)", member, path, _identity(checkpoints[name]))  # fmt: skip
         return checkpoints
+
+
+def _identity_on_disk(path: Path) -> dict[str, Any] | None:
+    """The identity of the checkpoint in ``path``; None when there is none to read."""
+    if not path.is_file():
+        return None
+    try:
+        return _identity(load_weights_only(path))
+    except (DataFileError, TypeError):  # unreadable, or not a checkpoint: rewritten
+        return None

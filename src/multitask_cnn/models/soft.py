@@ -186,7 +186,9 @@ class CrossStitchModel(_SoftModel):
             columns = {t: self.task_stages[t][stage](columns[t]) for t in needed}
             if stage in self.stitches:
                 stacked = torch.stack([columns[t] for t in self.heads])  # (T, B, ...)
-                mixed = torch.tensordot(self.stitches[stage], stacked, dims=1)
+                # in the columns' dtype: autocast (bf16, fp16) does not cast tensordot
+                stitch = self.stitches[stage].to(stacked.dtype)
+                mixed = torch.tensordot(stitch, stacked, dims=1)
                 columns = dict(zip(self.heads, mixed.unbind(0), strict=True))
         return {task: columns[task] for task in tasks}
 

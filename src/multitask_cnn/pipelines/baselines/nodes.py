@@ -24,7 +24,12 @@ from multitask_cnn.models import build_model
 from multitask_cnn.models.checkpoint import build_checkpoint
 from multitask_cnn.pipelines.resume import Resumption, resumable, without_epochs
 from multitask_cnn.provenance import fingerprint
-from multitask_cnn.tracking import final_metrics, log_epoch_metrics
+from multitask_cnn.tracking import (
+    final_metrics,
+    interrupted_run,
+    log_epoch_metrics,
+    note_resumed_run,
+)
 from multitask_cnn.training import (
     labelled_counts,
     resolve_device,
@@ -80,8 +85,8 @@ def train_baseline(
     source and mapping as the multi-task model's). ``previous_baseline`` (the one the
     last run saved) is reused, not retrained, when its inputs (data fingerprints, task
     spec, backbone, budget, seed, transferred start) are unchanged. Returns the
-    checkpoint (with ``baseline_key`` and ``reused``) and the per-epoch history of a
-    baseline trained now (metrics ``stl.<task>.*``; empty when reused).
+    checkpoint (with ``baseline_key``, ``reused`` and ``resumed``; its ``history``
+    inside) and its per-epoch history (metrics ``stl.<task>.*``).
 
     Resumable (``pipelines/resume.py``): a rerun after a kill or a stop continues the
     training from its last epoch (``baseline_progress``).
@@ -120,9 +125,7 @@ def train_baseline(
                                   budget.single_source(source), task_data, transferred)  # fmt: skip
     key = fingerprint(depends_on)
     if (previous_baseline or {}).get("baseline_key") == key:
-        logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
-                    task, previous_baseline["provenance"].get("mlflow.run_id"))  # fmt: skip
-        return previous_baseline | {"reused": True}, pd.DataFrame()
+        return _kept(task, previous_baseline)
     with resumable(baseline_progress, without_epochs(depends_on),
                    enabled=config.resume) as resumed:  # fmt: skip
         checkpoint, history = _train_baseline(
@@ -130,7 +133,27 @@ def train_baseline(
             model_config, effective_model, transfer_config, initial_state, start,
             provenance, normalisation_stats, task_data, resumed,
         )  # fmt: skip
-    return checkpoint | {"baseline_key": key, "reused": False}, pd.DataFrame(history)
+    trained = checkpoint | {"baseline_key": key, "reused": False, "resumed": False}
+    return trained, pd.DataFrame(history)
+
+
+def _kept(task: str, previous: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The saved baseline of ``task``, whose inputs are unchanged, and its curves.
+
+    Trained by a run that did not finish (killed after this baseline's node, or
+    failed later), it is *resumed*: this run continues that one, so its curves are
+    logged here too (``note_resumed_run``), as for a training continued from its
+    progress file. Otherwise it is *reused* from a finished run."""
+    history = list(previous.get("history", []))
+    trained_in = previous["provenance"].get("mlflow.run_id")
+    if interrupted_run(trained_in):
+        logger.info("Baseline %r: trained by the interrupted run %s, kept; its curves "
+                    "go into this run", task, trained_in)  # fmt: skip
+        note_resumed_run(trained_in, history)
+        return previous | {"reused": False, "resumed": True}, pd.DataFrame(history)
+    logger.info("Baseline %r: inputs unchanged, reusing the one trained in run %s",
+                task, trained_in)  # fmt: skip
+    return previous | {"reused": True, "resumed": False}, pd.DataFrame(history)
 
 
 def _train_baseline(
@@ -161,7 +184,8 @@ def _train_baseline(
         train_seconds=sum(r[f"stl.{task}.epoch_seconds"] for r in state.history),
         train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
     )  # fmt: skip
-    return checkpoint, state.history
+    # its curves: in the report of every run that compares with it
+    return checkpoint | {"history": state.history}, state.history
 
 
 def collect_baselines(**checkpoints: dict[str, Any]) -> dict[str, Any]:
