@@ -102,17 +102,15 @@ class TrackingStoreHook:
             lock.release()
 
 
-def _own_checkpoints(dataset_name: str, data: Any) -> dict[str, Any] | None:
-    """The checkpoints in ``data`` that a run wrote if it ran the node of
-    ``dataset_name`` (the multi-task model's, a baseline's: ``stl.<task>.baseline_checkpoint``),
-    as ``{name: checkpoint}``; None for other datasets."""
+def _checkpoint_owner(dataset_name: str) -> str | None:
+    """Whose checkpoint a dataset holds, when a run that ran its node wrote it:
+    ``multi-task`` (``multitask_checkpoint``), a task (``stl.<task>.baseline_checkpoint``),
+    or None."""
     if dataset_name == "multitask_checkpoint":
-        return {"multi-task": data}
+        return "multi-task"
     parts = dataset_name.split(".")
     if len(parts) == 3 and parts[0] == "stl" and parts[2] == "baseline_checkpoint":
-        # not one reused from an earlier run, nor one an interrupted run trained
-        kept = data.get("reused") or data.get("resumed")
-        return {} if kept else {parts[1]: data}
+        return parts[1]
     return None
 
 
@@ -154,9 +152,7 @@ class RunLockHook:
 
     @hook_impl
     def after_node_run(self, node) -> None:
-        self._trained |= {
-            name for name in node.outputs if _own_checkpoints(name, {}) is not None
-        }
+        self._trained |= {n for n in node.outputs if _checkpoint_owner(n) is not None}
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
@@ -169,15 +165,15 @@ class RunLockHook:
             or not isinstance(data, dict)
         ):
             return
-        checkpoints = _own_checkpoints(dataset_name, data) or {}
-        for name, checkpoint in checkpoints.items():
-            written_by = checkpoint.get("provenance", {}).get("mlflow.run_id")
-            if written_by != run.info.run_id:
-                raise RuntimeError(
-                    f"{dataset_name} ({name}) was written by MLflow run {written_by}, "
-                    f"not by this run ({run.info.run_id}) that trained it: another run "
-                    "wrote the same file meanwhile; run again"
-                )
+        if data.get("reused") or data.get("resumed"):  # a baseline of an earlier run
+            return
+        written_by = data.get("provenance", {}).get("mlflow.run_id")
+        if written_by != run.info.run_id:
+            raise RuntimeError(
+                f"{dataset_name} ({_checkpoint_owner(dataset_name)}) was written by "
+                f"MLflow run {written_by}, not by this run ({run.info.run_id}) that "
+                "trained it: another run wrote the same file meanwhile; run again"
+            )
 
     @hook_impl(wrapper=True)
     def after_pipeline_run(self):

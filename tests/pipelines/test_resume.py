@@ -228,7 +228,7 @@ def test_stale_baseline_progress_does_not_block_a_run_that_trains_none(
     trained, _ = train_baseline("left", *args, None, {}, None, {"enabled": False})
     stale = TrainProgress(tmp_path / "stale.pt")
     stale.write({"format": 2, "identity": {"other": "settings"}, "part": None,
-                 "state": None, "done": {}, "mlflow_run_id": None})  # fmt: skip
+                 "state": None, "mlflow_run_id": None})  # fmt: skip
     reused, history = train_baseline(
         "left", *args, trained, {}, None, {"enabled": False}, stale
     )

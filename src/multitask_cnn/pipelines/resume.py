@@ -73,12 +73,11 @@ class Resumption:
 
         return save
 
-    def _write(self, part: str | None, state: dict[str, Any] | None) -> None:
+    def _write(self, part: str, state: dict[str, Any]) -> None:
         if self._progress is None:
             return
         self._progress.write({"format": _FORMAT, "identity": self._identity, "part": part,
-                              "state": state, "done": {},  # format 2: parts kept, none now
-                              "mlflow_run_id": active_run_id()})  # fmt: skip
+                              "state": state, "mlflow_run_id": active_run_id()})  # fmt: skip
 
 
 @contextmanager
@@ -128,15 +127,8 @@ def _previous(
         )
     state = previous["state"]
     logger.info(
-        "Resuming the interrupted training: %s (MLflow run %s)",
-        ", ".join(
-            [f"{part} finished" for part in previous["done"]]
-            + ([f"{previous['part']} after epoch {state['epoch']}"] if state else [])
-        ),
-        previous.get("mlflow_run_id"),
-    )
-    history = [row for record in previous["done"].values() for row in record["history"]]
-    note_resumed_run(
-        previous.get("mlflow_run_id"), history + (state["history"] if state else [])
-    )
+        "Resuming the interrupted training: %s after epoch %s (MLflow run %s)",
+        previous["part"], state["epoch"], previous.get("mlflow_run_id"),
+    )  # fmt: skip
+    note_resumed_run(previous.get("mlflow_run_id"), state["history"])
     return previous

@@ -128,13 +128,13 @@ def train_baseline(
         return _kept(task, previous_baseline)
     with resumable(baseline_progress, without_epochs(depends_on),
                    enabled=config.resume) as resumed:  # fmt: skip
-        checkpoint, history = _train_baseline(
+        checkpoint = _train_baseline(
             task, spec, splits, resolve_device(config.device), budget, config,
             model_config, effective_model, transfer_config, initial_state, start,
             provenance, normalisation_stats, task_data, resumed,
         )  # fmt: skip
     trained = checkpoint | {"baseline_key": key, "reused": False, "resumed": False}
-    return trained, pd.DataFrame(history)
+    return trained, pd.DataFrame(trained["history"])
 
 
 def _kept(task: str, previous: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -160,9 +160,10 @@ def _train_baseline(
     task, spec, splits, device, budget, config, model_config, effective_model,
     transfer_config, initial_state, start, provenance, normalisation_stats, task_data,
     resumed: Resumption,
-) -> tuple[dict[str, Any], list[dict[str, float]]]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Train the baseline of ``task`` (continuing what an interrupted run saved of it);
-    return its checkpoint and per-epoch history."""
+    return its checkpoint, its per-epoch history inside (``history``: in the report of
+    every run that compares with it)."""
     train, val = (
         {spec.source: splits[split][spec.source]} for split in ("train", "val")
     )
@@ -184,8 +185,7 @@ def _train_baseline(
         train_seconds=sum(r[f"stl.{task}.epoch_seconds"] for r in state.history),
         train_peak_memory=(state.peak_memory_mb, state.peak_memory_method),
     )  # fmt: skip
-    # its curves: in the report of every run that compares with it
-    return checkpoint | {"history": state.history}, state.history
+    return checkpoint | {"history": state.history}
 
 
 def collect_baselines(**checkpoints: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +195,8 @@ def collect_baselines(**checkpoints: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect_histories(**histories: pd.DataFrame) -> pd.DataFrame:
-    """The per-epoch histories of the baselines trained in this run, one table."""
+    """The per-epoch histories of the baselines the run compares with, one table
+    (a baseline saved before checkpoints kept their history has none)."""
     trained = [history for history in histories.values() if not history.empty]
     return pd.concat(trained, ignore_index=True) if trained else pd.DataFrame()
 
